@@ -1,0 +1,50 @@
+# Feedback Workbook — common verbs. Every verb bootstraps .venv when it is missing.
+#   make reproduce [PROFILE=cpu]   run every notebook of a profile → reports/<profile>/index.html
+#   make test                      unit tests, runner tests, notebooks under nbval (smoke)
+#   make lab                       JupyterLab in notebooks/
+#   make clean-reports
+# GPU users: make reproduce TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+PYTHON     ?= python3
+VENV       ?= .venv
+PROFILE    ?= cpu
+TORCH_SPEC ?= torch==2.13.0
+ONLY       ?=
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.feedbacklab-installed
+KERNEL     := feedbacklab
+
+export OMP_NUM_THREADS ?= 2
+export PYTHONHASHSEED  := 0
+export MPLBACKEND      := Agg
+
+.PHONY: install reproduce test lab clean-reports
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch first, from TORCH_SPEC; then everything else constrained to the torch just
+# installed, so no dependency can swap it for a multi-GB CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml tools/install_torchvision_shim.py tools/torchvision_shim.py
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(BIN)/pip install --quiet -c $(VENV)/torch-constraint.txt -e ".[dev]"
+	$(BIN)/python tools/install_torchvision_shim.py
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (feedbacklab)" >/dev/null
+	@if [ -d .git ]; then $(BIN)/nbstripout --install --attributes .gitattributes; fi
+	@touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/python -m feedbacklab run --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests
+	OMP_NUM_THREADS=1 FEEDBACKLAB_PROFILE=smoke $(BIN)/python -m feedbacklab nbval
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+clean-reports:
+	rm -rf reports/*/

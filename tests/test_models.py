@@ -1,0 +1,278 @@
+"""Tests of feedbacklab.models: tokenizer, tiny pipeline/CLIP/captioner build-save-load, training loops, loaders."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from feedbacklab import world
+from feedbacklab.device import resolve_device
+from feedbacklab.models import (ModelNotAvailableError, list_models, load_captioner, load_clip, load_generator,
+                                models_dir)
+from feedbacklab.models import data as wdata
+
+torch.set_num_threads(1)
+
+
+def _world_prompts(n: int = 30, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [world.prompt(world.sample_spec(rng, world.FAMILIES[i % 3], split="any")) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------ device
+def test_resolve_device_auto_and_errors():
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="accepted"):
+        resolve_device("tpu-please")
+    with pytest.raises(TypeError):
+        resolve_device(3)
+
+
+# --------------------------------------------------------------------------------------- tokenizer
+@pytest.fixture(scope="module")
+def clip_tokenizer():
+    from feedbacklab.models.tokenizer import build_clip_tokenizer
+
+    return build_clip_tokenizer(model_max_length=16)
+
+
+def test_clip_tokenizer_matches_open_clip(clip_tokenizer):
+    import open_clip
+
+    ref = open_clip.get_tokenizer("ViT-B-32")
+    for p in _world_prompts() + ["A Red circle, to the LEFT of a blue square!"]:
+        ours = clip_tokenizer(p).input_ids
+        theirs = ref([p])[0].tolist()
+        assert ours == theirs[: theirs.index(49407) + 1], p
+    assert len(clip_tokenizer) == 49408 and clip_tokenizer.bos_token_id == 49406 and clip_tokenizer.eos_token_id == 49407
+
+
+def test_clip_tokenizer_pads_to_max_length(clip_tokenizer):
+    ids = clip_tokenizer(["two red circles"], padding="max_length", max_length=16, truncation=True).input_ids[0]
+    assert len(ids) == 16 and ids[-1] == 49407
+
+
+# ---------------------------------------------------------------------------------------- training data
+def test_training_specs_never_unseen():
+    specs = wdata.sample_specs(400, seed=1)
+    assert not any(world.is_unseen(s) for s in specs)
+    fams = {s.family for s in specs}
+    assert fams == set(world.FAMILIES)
+    with pytest.raises(ValueError, match="family_mix"):
+        wdata.sample_specs(3, seed=0, family_mix={"nonsense": 1.0})
+
+
+def test_image_conversion_round_trip():
+    arr, _ = wdata.render_specs(wdata.sample_specs(3, seed=2), size=32)
+    t = wdata.to_tensor(arr)
+    assert t.shape == (3, 3, 32, 32) and 0 <= t.min() and t.max() <= 1
+    assert np.array_equal(wdata.to_uint8(t), arr)
+
+
+# ---------------------------------------------------------------------------------------- generator
+def test_default_config_has_16px_latents_and_round_trips():
+    from feedbacklab.models.generator import GeneratorConfig, build_vae
+
+    cfg = GeneratorConfig()
+    assert cfg.latent_size == 16
+    assert GeneratorConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with torch.no_grad():
+        z = build_vae(cfg).encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+    assert z.shape == (1, 4, 16, 16)
+    with pytest.raises(ValueError, match="unknown GeneratorConfig keys"):
+        GeneratorConfig.from_dict({"widht": 3})
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from feedbacklab.models.generator import GeneratorConfig, pretrain_unet, pretrain_vae
+
+    root = tmp_path_factory.mktemp("sd")
+    out = root / "tiny-sd"
+    pretrain_vae(out, steps=3, batch_size=4, n_images=16, config=GeneratorConfig.tiny(), log=lambda m: None)
+    first = pretrain_unet(out, steps=2, batch_size=4, n_images=16, work_dir=root / "work", log=lambda m: None)
+    second = pretrain_unet(out, steps=4, batch_size=4, n_images=16, work_dir=root / "work", log=lambda m: None)
+    return out, first, second
+
+
+def test_tiny_pipeline_trains_resumes_and_reloads_offline(tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    out, first, second = tiny_sd
+    assert first["steps"] == 2 and second["steps"] == 4  # resumed from the saved state, not restarted
+    card = json.loads((out / "card.json").read_text())
+    assert card["vae_training"]["split"] == "seen" and card["unet_training"]["steps"] == 4
+    assert {"hardware", "wall_s"} <= set(card["unet_training"])
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    assert pipe.safety_checker is None and pipe.tokenizer.model_max_length == 16
+    pipe.set_progress_bar_config(disable=True)
+    img = pipe("two red circles on a gray background", num_inference_steps=2, guidance_scale=3.0, height=32,
+               width=32, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
+
+
+def test_load_generator_local_path_is_deterministic(tiny_sd):
+    from feedbacklab.models.generator import generate
+
+    out, _, _ = tiny_sd
+    pipe = load_generator(out, device="cpu")
+    a = generate(pipe, ["one blue square on a white background"] * 2, num_inference_steps=2, seed=3)
+    b = generate(pipe, ["one blue square on a white background"] * 2, num_inference_steps=2, seed=3)
+    assert a.dtype == np.uint8 and a.shape == (2, 32, 32, 3) and np.array_equal(a, b)
+
+
+def test_hub_ids_fail_offline_with_clear_message():
+    with pytest.raises(ModelNotAvailableError, match="(?s)stabilityai/stable-diffusion-2-1.*Shipped generator"):
+        load_generator("stabilityai/stable-diffusion-2-1", device="cpu", local_files_only=True)
+    with pytest.raises(ModelNotAvailableError, match="Shipped captioner"):
+        load_captioner("nlpconnect/vit-gpt2-image-captioning", device="cpu", local_files_only=True)
+    with pytest.raises(ValueError, match="ARCH/TAG"):
+        load_clip("not a model", device="cpu")
+    with pytest.raises(TypeError):
+        load_generator(None)
+
+
+def test_list_models_kinds():
+    assert set(list_models()) <= {"shapes-sd", "shapes-clip", "shapes-captioner", "shapes-captioner-crop"}
+    with pytest.raises(ValueError, match="accepted"):
+        list_models("vocoder")
+
+
+# --------------------------------------------------------------------------------------------- CLIP
+def test_clip_save_and_reload_through_open_clip(tmp_path):
+    import open_clip
+
+    from feedbacklab.models.clip import WEIGHTS_FILE, build_clip, register_config, save_clip, train_clip
+
+    clip = build_clip(seed=0)
+    stats = train_clip(clip, steps=2, batch_size=8, n_images=32, log=lambda m: None)
+    assert stats["steps"] == 2 and stats["split"] == "seen"
+    save_clip(clip, tmp_path / "c")
+    images = wdata.to_tensor(wdata.render_specs(wdata.sample_specs(3, seed=5), size=64)[0])
+    prompts = _world_prompts(3)
+    ref = clip.similarity(prompts, images)
+    register_config()
+    model, _, _ = open_clip.create_model_and_transforms("shapes-clip", pretrained=str(tmp_path / "c" / WEIGHTS_FILE))
+    for k, v in clip.model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+    again = load_clip(tmp_path / "c", device="cpu")
+    assert torch.allclose(again.similarity(prompts, images), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="one prompt per image"):
+        again.similarity(prompts[:2], images)
+
+
+def test_retrieval_accuracy_perfect_for_an_oracle_like_scorer():
+    """retrieval_accuracy on a fake CLIP whose text features encode the prompt and images encode the truth."""
+    from feedbacklab.models.clip import retrieval_accuracy
+
+    prompts = _world_prompts(6, seed=3)
+
+    class Oracle:
+        def image_features(self, images):
+            return torch.eye(64)[: len(images)]
+
+        def text_features(self, texts):
+            return torch.stack([torch.eye(64)[prompts.index(t)] if t in prompts else torch.zeros(64) for t in texts])
+
+    acc = retrieval_accuracy(Oracle(), prompts, torch.zeros(len(prompts), 3, 8, 8))
+    assert acc["all"] == 1.0 and acc["n"] == 6
+
+
+# ---------------------------------------------------------------------------------------- captioner
+def test_caption_tokenizer_round_trip(tmp_path):
+    from transformers import AutoTokenizer
+
+    from feedbacklab.models.captioner import build_caption_tokenizer
+
+    tok = build_caption_tokenizer()
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    for p in _world_prompts(12):
+        ids = tok(p).input_ids
+        assert ids == again(p).input_ids and ids[-1] == tok.eos_token_id and tok.unk_token_id not in ids
+        assert again.decode(ids, skip_special_tokens=True) == p
+
+
+def test_hallucination_rates_hand_computed():
+    from feedbacklab.models.captioner import hallucination_rates
+
+    spec = world.parse("two red circles on a gray background")
+    _, scene = world.render(spec, size=64, seed=0)
+    caps = ["two red circles on a gray background",       # right
+            "three red circles on a gray background",     # one extra object: 1 wrong of 3, count wrong
+            "a red circle and a blue square on a gray background",  # 1 wrong of 2
+            "purple purple purple"]                        # unparseable
+    r = hallucination_rates(caps, [scene] * 4)
+    assert r["response_level"] == pytest.approx(3 / 4)
+    assert r["mention_level"] == pytest.approx((0 + 1 + 1) / (2 + 3 + 2))
+    assert r["unparseable"] == pytest.approx(1 / 4)
+
+
+def test_captioner_trains_saves_and_loads(tmp_path):
+    from feedbacklab.models.captioner import build_captioner, random_crop, train_captioner
+
+    cap = build_captioner(seed=0)
+    stats = train_captioner(cap, steps=2, batch_size=4, n_images=16, crop=True, log=lambda m: None)
+    assert stats["steps"] == 2 and stats["augmentation"].startswith("random crop")
+    cap.save(tmp_path / "cap")
+    again = load_captioner(tmp_path / "cap", device="cpu")
+    images = wdata.to_tensor(wdata.render_specs(wdata.sample_specs(2, seed=7), size=64)[0])
+    assert again.caption(images) == cap.caption(images)
+    cropped = random_crop(images, torch.Generator().manual_seed(0))
+    assert cropped.shape == images.shape and not torch.equal(cropped, images)
+
+
+# ------------------------------------------------------------------------------------ shipped models
+SHIPPED = list_models()
+
+
+@pytest.mark.skipif("shapes-sd" not in SHIPPED, reason="shapes-sd not built")
+def test_shipped_generator_loads_offline_and_has_quality_table():
+    pipe = load_generator("shapes-sd", device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    card = json.loads((SHIPPED["shapes-sd"] / "card.json").read_text())
+    assert {"config", "vae_training", "unet_training"} <= set(card)
+    if "quality" in card:
+        assert card["quality"]["seen"]["n"] + card["quality"]["unseen"]["n"] >= 500
+
+
+@pytest.mark.skipif("shapes-clip" not in SHIPPED, reason="shapes-clip not built")
+def test_shipped_clip_loads_offline():
+    clip = load_clip("shapes-clip", device="cpu")
+    assert clip.image_size == 64
+
+
+def test_shipped_checkpoints_fit_the_size_budget():
+    root = models_dir()
+    total = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file()) if root.is_dir() else 0
+    assert total <= 60 * 2**20, f"data/models is {total / 2**20:.1f} MiB > 60 MiB"
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def test_judge_table_is_perfect_on_true_renders_and_rejects_mismatch():
+    from feedbacklab.models.evaluate import eval_prompts, judge_table
+
+    pairs = eval_prompts(12, seed=1)
+    assert sum(s == "unseen" for s, _ in pairs) == 4
+    assert all(world.is_unseen(world.parse(p)) == (s == "unseen") for s, p in pairs)
+    prompts = [p for _, p in pairs]
+    images = np.stack([world.render(world.parse(p), size=64, seed=i)[0] for i, p in enumerate(prompts)])
+    table = judge_table(prompts, images)
+    assert table["all_right"] == 1.0 and table["color_acc"] == 1.0 and table["n"] == 12
+    with pytest.raises(ValueError, match="equally many"):
+        judge_table(prompts[:3], images)
+
+
+def test_models_readme_lists_cards(tmp_path):
+    from feedbacklab.models.evaluate import models_readme
+    from feedbacklab.models.registry import update_card
+
+    update_card(tmp_path / "shapes-captioner", hallucination={"rendered_seen": {"response_level": 0.25,
+                                                                                "mention_level": 0.1, "n": 8}})
+    text = models_readme(tmp_path)
+    assert "| shapes-captioner (rendered_seen) | 0.25 | 0.10 | – | 8 |" in text and "shapes-sd" not in text

@@ -276,3 +276,111 @@ def test_models_readme_lists_cards(tmp_path):
                                                                                 "mention_level": 0.1, "n": 8}})
     text = models_readme(tmp_path)
     assert "| shapes-captioner (rendered_seen) | 0.25 | 0.10 | – | 8 |" in text and "shapes-sd" not in text
+
+
+# ------------------------------------------------------------------------------------------ reproduction
+def _fake_cards(root: Path) -> None:
+    from feedbacklab.models.generator import GeneratorConfig
+    from feedbacklab.models.registry import update_card
+
+    update_card(root / "shapes-sd", config=GeneratorConfig.tiny().to_dict(),
+                vae_training={"steps": 7, "batch_size": 2, "n_images": 9, "lr": 1e-3, "seed": 1, "wall_s": 5.0,
+                              "total_wall_s": 6.0, "hardware": "CPU x"},
+                unet_training={"steps": 30, "batch_size": 3, "n_images": 11, "lr": 2e-4, "cfg_dropout": 0.2,
+                               "ema_decay": 0.9, "seed": 1, "wall_s": 40.0, "hardware": "CPU x",
+                               "phases": [{"lr": 1e-3, "from_step": 0, "to_step": 20},
+                                          {"lr": 2e-4, "from_step": 20, "to_step": 30}]})
+    update_card(root / "shapes-clip", kind="clip", training={"steps": 5, "batch_size": 4, "n_images": 8, "lr": 1e-3,
+                                                             "seed": 2, "wall_s": 3.0, "hardware": "CPU x"})
+    for name, aug in (("shapes-captioner", "none"), ("shapes-captioner-crop", "random crop (...)")):
+        update_card(root / name, kind="captioner", training={"steps": 6, "batch_size": 4, "n_images": 8, "lr": 1e-3,
+                                                             "seed": 3, "augmentation": aug, "wall_s": 2.0})
+
+
+def test_card_recipe_replays_recorded_settings_and_phases(tmp_path):
+    from feedbacklab.models.generator import GeneratorConfig
+    from feedbacklab.models.reproduce import Stage, card_recipe, recipe
+
+    _fake_cards(tmp_path)
+    stages = card_recipe(tmp_path)
+    assert [(s.model, s.component) for s in stages] == [
+        ("shapes-sd", "vae"), ("shapes-sd", "unet"), ("shapes-sd", "unet"), ("shapes-clip", "clip"),
+        ("shapes-captioner", "captioner"), ("shapes-captioner-crop", "captioner")]
+    assert stages[0].kwargs == {"config": GeneratorConfig.tiny(), "steps": 7, "batch_size": 2, "n_images": 9,
+                                "lr": 1e-3, "seed": 1}
+    assert [(s.kwargs["lr"], s.kwargs["steps"]) for s in stages[1:3]] == [(1e-3, 20), (2e-4, 30)]
+    assert stages[1].kwargs["cfg_dropout"] == 0.2 and stages[3].kwargs["seed"] == 2
+    assert [s.kwargs["crop"] for s in stages[4:]] == [False, True]
+    with pytest.raises(ValueError, match="accepted"):
+        recipe("huge")
+    with pytest.raises(ValueError, match="no 'vae_training' section"):
+        card_recipe(tmp_path / "nothing-here")
+    with pytest.raises(ValueError, match="unknown component"):
+        Stage("shapes-sd", "decoder")
+
+
+@pytest.mark.skipif("shapes-sd" not in SHIPPED, reason="shapes-sd not built")
+def test_card_recipe_of_shipped_cards_ends_at_the_shipped_step_count():
+    from feedbacklab.models.reproduce import card_recipe
+
+    card = json.loads((SHIPPED["shapes-sd"] / "card.json").read_text())
+    unet = [s for s in card_recipe() if s.component == "unet"]
+    assert unet[-1].kwargs["steps"] == card["unet_training"]["steps"]
+    assert len(unet) == len(card["unet_training"]["phases"])
+
+
+def test_training_table_rows_from_cards(tmp_path):
+    from feedbacklab.models.reproduce import training_table
+
+    _fake_cards(tmp_path)
+    rows = {(r["model"], r["stage"]): r for r in training_table(tmp_path)}
+    assert len(rows) == 5
+    assert rows[("shapes-sd", "VAE")]["wall_s"] == 6.0  # total wall time (rendering included) when recorded
+    assert rows[("shapes-sd", "UNet + text encoder")]["lr"] == "0.001 → 0.0002"
+    assert rows[("shapes-clip", "clip")]["hardware"] == "CPU x" and rows[("shapes-clip", "clip")]["steps"] == 5
+
+
+def test_retrain_tiny_recipe_builds_loadable_models(tmp_path):
+    from feedbacklab.models.reproduce import retrain, tiny_recipe
+
+    rows = retrain(tiny_recipe(), tmp_path / "m", tmp_path / "w", log=lambda m: None)
+    assert [r["steps"] for r in rows] == [3, 2, 4, 2, 2, 2]  # the second unet call resumed to step 4
+    card = json.loads((tmp_path / "m" / "shapes-sd" / "card.json").read_text())
+    assert [p["to_step"] for p in card["unet_training"]["phases"]] == [2, 4]
+    assert load_generator(tmp_path / "m" / "shapes-sd", device="cpu").vae.config.sample_size == 32  # tiny
+    assert load_clip(tmp_path / "m" / "shapes-clip", device="cpu").image_size == 64
+    crop = json.loads((tmp_path / "m" / "shapes-captioner-crop" / "card.json").read_text())
+    assert crop["training"]["augmentation"].startswith("random crop")
+    again = retrain(tiny_recipe()[:1], tmp_path / "m", tmp_path / "w", log=lambda m: None)  # fresh, not resumed
+    assert again[0]["steps"] == 3
+    assert "unet_training" not in json.loads((tmp_path / "m" / "shapes-sd" / "card.json").read_text())
+
+
+def test_retrain_refuses_the_shipped_directory_and_unknown_models(tmp_path):
+    from feedbacklab.models.reproduce import Stage, retrain
+
+    with pytest.raises(ValueError, match="ship=True"):
+        retrain([], models_dir(), tmp_path)
+    with pytest.raises(ValueError, match="unknown model"):
+        retrain([Stage("my-sd", "vae")], tmp_path, tmp_path)
+
+
+def test_flatten_keeps_finite_numbers_only():
+    from feedbacklab.models.evaluate import flatten
+
+    tables = {"seen": {"n": 4, "acc": 0.5, "name": "x", "ok": True, "bad": float("nan")}, "all": np.float64(0.25)}
+    assert flatten(tables, "gen") == {"gen_seen_n": 4.0, "gen_seen_acc": 0.5, "gen_all": 0.25}
+    assert flatten({}) == {}
+
+
+def test_models_readme_has_training_record_and_throughput(tmp_path):
+    from feedbacklab.models.evaluate import models_readme
+    from feedbacklab.models.registry import update_card
+
+    _fake_cards(tmp_path)
+    update_card(tmp_path / "shapes-clip", benchmarks={"command": "python b.py", "hardware": "CPU x", "note": "shared",
+                                                      "results": [{"what": "scoring", "images_per_s": 812.345,
+                                                                   "setup": "batch 64"}]})
+    text = models_readme(tmp_path)
+    assert "| shapes-sd | UNet + text encoder | 30 | 3 | 11 | 0.001 → 0.0002 | 40.0 | CPU x |" in text
+    assert "`python b.py` on CPU x (shared):" in text and "| shapes-clip | scoring | 812.3 | batch 64 |" in text

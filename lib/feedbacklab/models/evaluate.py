@@ -1,9 +1,11 @@
 """Quality tables of the tiny models, judged by the ShapesWorld oracle (``world.judge``)."""
 from __future__ import annotations
 
+import math
+import numbers
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,18 @@ def evaluate_shipped_clip(clip_dir: str | Path, n: int = 500, seed: int = 4242) 
     return res
 
 
+def flatten(tables: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested tables → flat ``{prefix_key_subkey: number}`` for metrics.json; non-numbers and NaN are dropped."""
+    flat: dict[str, float] = {}
+    for key, value in tables.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            flat[name] = float(value)
+    return flat
+
+
 def _fmt_table(rows: dict[str, dict[str, Any]], keys: Sequence[str]) -> list[str]:
     """Markdown table: one row per entry of ``rows``, one column per key (numbers to 2 decimals)."""
     lines = ["| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -147,6 +161,7 @@ def models_readme(root: str | Path | None = None) -> str:
            "Trained on ShapesWorld (seen split only) by `scripts/pretrain.py` / notebook 01; each directory has a",
            "`card.json` with config, data spec, steps, wall time, hardware and quality tables. Load with",
            "`feedbacklab.models.load_generator / load_clip / load_captioner(name)`.", ""]
+    out += _training_lines(root)
     sd = read_card(root / "shapes-sd")
     if sd:
         out += ["## shapes-sd — `diffusers.StableDiffusionPipeline`", "",
@@ -173,4 +188,34 @@ def models_readme(root: str | Path | None = None) -> str:
         rows = {f"{n} ({split})": c["hallucination"][split] for n, c in caps.items() if c
                 for split in c.get("hallucination", {})}
         out += _fmt_table(rows, ["response_level", "mention_level", "count_error", "n"]) + [""]
+    out += _benchmark_lines(root)
     return "\n".join(out) + "\n"
+
+
+def _training_lines(root: Path) -> list[str]:
+    """README section: every card's recorded training stage (steps, data, wall time, hardware)."""
+    from feedbacklab.models.reproduce import training_table
+
+    rows = training_table(root)
+    if not rows:
+        return []
+    cols = ["model", "stage", "steps", "batch_size", "n_images", "lr", "wall_s", "hardware"]
+    lines = ["## Training record", "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return lines + [""]
+
+
+def _benchmark_lines(root: Path) -> list[str]:
+    """README section: the throughput figures recorded in the cards' ``benchmarks`` entries."""
+    from feedbacklab.models.registry import SHIPPED
+
+    benches = {n: b for n in SHIPPED if (b := read_card(root / n).get("benchmarks"))}
+    if not benches:
+        return []
+    lines = ["## Throughput", ""]
+    for setup in dict.fromkeys((b["command"], b["hardware"], b.get("note", "")) for b in benches.values()):
+        lines += [f"`{setup[0]}` on {setup[1]}" + (f" ({setup[2]})" if setup[2] else "") + ":", ""]
+    lines += ["| model | what | images/s | setup |", "|---|---|---|---|"]
+    lines += [f"| {n} | {r['what']} | {r['images_per_s']:.1f} | {r['setup']} |"
+              for n, b in benches.items() for r in b["results"]]
+    return lines + [""]

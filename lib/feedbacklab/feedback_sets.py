@@ -1,0 +1,233 @@
+"""Labelled feedback sets for any generator: sample images, judge them, collect annotator labels.
+
+Lee et al. (2023) §3.1: many images per prompt from the base model, each labelled good (1) / bad (0)
+by people. Here a panel of simulated annotators (``feedback.make_panel``) labels each image from the
+oracle's judgement; the oracle's own verdict is stored beside the labels for evaluation only.
+
+A set is cached on disk (``images.npy`` uint8 (N, H, W, 3) + ``records.json``) under a key hashing the
+generator's weights, prompts, images per prompt, seed, sampler settings and panel, so a rerun with the
+same inputs reuses it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampling settings passed to the diffusers pipeline (part of a set's cache key)."""
+
+    num_inference_steps: int = 20
+    guidance_scale: float = 4.0
+    eta: float = 0.0
+    height: int | None = None   # None: the pipeline's default (the UNet's sample size × VAE factor)
+    width: int | None = None
+
+    def __post_init__(self):
+        if self.num_inference_steps < 1 or self.guidance_scale < 0 or self.eta < 0:
+            raise ValueError("num_inference_steps must be >= 1, guidance_scale and eta >= 0")
+
+
+def image_seed(seed: int, prompt_index: int, sample: int) -> int:
+    """The sampling seed of image ``sample`` of prompt ``prompt_index``: the same for any generator."""
+    return int(np.random.SeedSequence([seed, prompt_index, sample]).generate_state(1)[0])
+
+
+@torch.no_grad()
+def sample_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], sampler: SamplerConfig | None = None,
+                  batch_size: int = 32, progress: bool = True, desc: str = "sampling") -> torch.Tensor:
+    """One image per (prompt, seed) from a diffusers pipeline → (N, 3, H, W) float in [0, 1] on CPU.
+
+    Each image's initial noise comes from its own CPU generator, so results do not depend on batching."""
+    from tqdm.auto import tqdm
+
+    sampler = sampler or SamplerConfig()
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts and {len(seeds)} seeds; need one seed per prompt")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pipe.set_progress_bar_config(disable=True)
+    out = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress):
+        chunk = slice(start, start + batch_size)
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds[chunk]]
+        images = pipe(prompt=list(prompts[chunk]), generator=generators, output_type="pt",
+                      **dataclasses.asdict(sampler)).images
+        out.append(images.float().clamp(0, 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 3, 1, 1)
+
+
+def generator_fingerprint(pipe: Any) -> str:
+    """A hash of the pipeline's class, scheduler config and every UNet, text-encoder and VAE weight."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(pipe).__name__.encode())
+    h.update(json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str).encode())
+    for name in ("unet", "text_encoder", "vae"):
+        module = getattr(pipe, name, None)
+        for key, tensor in (module.state_dict().items() if module is not None else ()):
+            h.update(f"{name}.{key}".encode())
+            h.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def panel_config(panel: Any) -> list[dict[str, Any]] | None:
+    """A JSON description of an annotator panel (ids, seeds, noise), part of the cache key."""
+    if panel is None:
+        return None
+    return [{"id": a.id, "seed": a.seed, "noise": dataclasses.asdict(a.noise)} for a in panel]
+
+
+@dataclass
+class FeedbackSet:
+    """Generated images (uint8 (N, H, W, 3)) with one record per image; ``path`` is its cache directory."""
+
+    images: np.ndarray
+    records: list[dict[str, Any]]
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def prompts(self) -> list[str]:
+        return [r["prompt"] for r in self.records]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Majority-vote annotator labels (N,) int; an error for an unlabelled set."""
+        if any(r.get("label") is None for r in self.records):
+            raise ValueError("this feedback set has no annotator labels (it was generated with panel=None)")
+        return np.array([r["label"] for r in self.records], dtype=int)
+
+    @property
+    def truth(self) -> np.ndarray:
+        """The oracle's verdict (N,) int: 1 when every attribute of the prompt is right."""
+        return np.array([int(r["aligned"]) for r in self.records], dtype=int)
+
+    def tensors(self, index: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
+        """Images as float (N, 3, H, W) in [0, 1] (a subset with ``index``)."""
+        from feedbacklab.models.data import to_tensor
+
+        images = self.images if index is None else self.images[np.asarray(index)]
+        return to_tensor(np.ascontiguousarray(images))
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "FeedbackSet":
+        """The images and records at ``index`` (not cached)."""
+        index = np.asarray(index, dtype=int)
+        return FeedbackSet(self.images[index], [self.records[i] for i in index])
+
+
+def judge_record(prompt: str, image: np.ndarray, panel: Any = None, item_id: str | None = None) -> dict[str, Any]:
+    """The oracle's judgement of one uint8 image as a JSON record, with the panel's labels when given."""
+    from feedbacklab import world
+    from feedbacklab.feedback.annotators import latent_scores
+    from feedbacklab.feedback.consolidate import majority_vote
+
+    j = world.judge(prompt, image)
+    record = {"prompt": prompt, "aligned": bool(j.aligned), "attributes": {k: bool(v) for k, v in j.attributes.items()},
+              "plausibility": float(j.plausibility), "aesthetics": float(j.aesthetics),
+              "n_artifacts": len(j.artifact_points), "latent": latent_scores(j), "labels": None, "label": None}
+    if panel is not None:
+        labels = [b.label for b in panel.binary(j, item_id)]
+        record.update(labels=labels, label=int(majority_vote([labels])[0]), vote_share=float(np.mean(labels)))
+    return record
+
+
+def _cache_key(generator_id: str, prompts: Sequence[str], n_per_prompt: int, seed: int, sampler: SamplerConfig,
+               panel: Any) -> tuple[str, dict[str, Any]]:
+    meta = {"format": FORMAT_VERSION, "generator": generator_id, "prompts": list(prompts),
+            "n_per_prompt": n_per_prompt, "seed": seed, "sampler": dataclasses.asdict(sampler),
+            "panel": panel_config(panel)}
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20], meta
+
+
+def load_feedback_set(path: str | Path) -> FeedbackSet:
+    """Read a set written by :func:`generate_feedback_set` from its directory."""
+    path = Path(path)
+    if not (path / "images.npy").is_file() or not (path / "records.json").is_file():
+        raise FileNotFoundError(f"{path} is not a feedback set (needs images.npy and records.json)")
+    records = json.loads((path / "records.json").read_text())
+    images = np.load(path / "images.npy", allow_pickle=False)
+    if len(images) != len(records):
+        raise ValueError(f"{path}: {len(images)} images but {len(records)} records")
+    return FeedbackSet(images, records, path)
+
+
+def generate_feedback_set(pipe: Any, prompts: Sequence[str], n_per_prompt: int, panel: Any = None, *, seed: int = 0,
+                          sampler: SamplerConfig | None = None, batch_size: int = 32,
+                          cache_dir: str | Path | None = None, generator_id: str | None = None,
+                          progress: bool = True) -> FeedbackSet:
+    """``n_per_prompt`` images per prompt from ``pipe``, judged by the oracle and labelled by ``panel`` (or not: None).
+
+    With ``cache_dir`` the set is stored under ``cache_dir/feedback-<key>`` and reused when the key matches;
+    ``generator_id`` replaces the (weight-hashing) :func:`generator_fingerprint` in the key."""
+    from tqdm.auto import tqdm
+
+    from feedbacklab.models.data import to_uint8
+
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a non-empty sequence of strings")
+    if not isinstance(n_per_prompt, int) or n_per_prompt < 1:
+        raise ValueError(f"n_per_prompt must be a positive int, got {n_per_prompt!r}")
+    sampler = sampler or SamplerConfig()
+    key, meta = _cache_key(generator_id or generator_fingerprint(pipe), prompts, n_per_prompt, seed, sampler, panel)
+    path = Path(cache_dir) / f"feedback-{key}" if cache_dir is not None else None
+    if path is not None and (path / "records.json").is_file():
+        return load_feedback_set(path)
+
+    index = [(i, k) for i, _ in enumerate(prompts) for k in range(n_per_prompt)]
+    all_prompts = [prompts[i] for i, _ in index]
+    seeds = [image_seed(seed, i, k) for i, k in index]
+    images = to_uint8(sample_images(pipe, all_prompts, seeds, sampler, batch_size, progress, "generating"))
+    records = []
+    for n, ((i, k), s) in enumerate(tqdm(list(zip(index, seeds)), desc="judging", disable=not progress)):
+        item_id = f"{key}-{n}"
+        records.append({"index": n, "item_id": item_id, "prompt_index": i, "sample": k, "seed": s,
+                        **judge_record(all_prompts[n], images[n], panel, item_id)})
+    result = FeedbackSet(images, records, path)
+    if path is not None:
+        _write(result, path, meta)
+    return result
+
+
+def _write(fs: FeedbackSet, path: Path, meta: dict[str, Any]) -> None:
+    """Write images, records and meta into ``path`` atomically (a temporary directory renamed into place)."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "images.npy", fs.images, allow_pickle=False)
+    (tmp / "records.json").write_text(json.dumps(fs.records))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    if path.exists():  # written meanwhile by another process with the same key: keep theirs
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, path)
+    fs.path = path
+
+
+def split_indices(records: Sequence[dict[str, Any]], heldout_prompt_fraction: float = 0.2, val_fraction: float = 0.2,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Reward-model splits: ``heldout_prompts`` (every image of a random share of prompts), then the
+    other prompts' images split by image into ``train`` and ``val``."""
+    if not (0 <= heldout_prompt_fraction < 1 and 0 <= val_fraction < 1):
+        raise ValueError("heldout_prompt_fraction and val_fraction must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    prompts = sorted({r["prompt"] for r in records})
+    n_held = int(round(heldout_prompt_fraction * len(prompts)))
+    held = set(rng.permutation(prompts)[:n_held].tolist())
+    rest = np.array([i for i, r in enumerate(records) if r["prompt"] not in held], dtype=int)
+    rest = rng.permutation(rest)
+    n_val = int(round(val_fraction * len(rest)))
+    return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]),
+            "heldout_prompts": np.array([i for i, r in enumerate(records) if r["prompt"] in held], dtype=int)}

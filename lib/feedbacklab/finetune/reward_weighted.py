@@ -1,0 +1,244 @@
+"""Reward-weighted likelihood fine-tuning of a diffusion model (Lee et al. 2023, Eq. 3).
+
+``L(θ) = E_{(y,z)∼D_model}[ −r_φ(y,z) · log p_θ(y|z) ] + β · E_{(y,z)∼D_pre}[ −log p_θ(y|z) ]``,
+with ``−log p_θ`` replaced by the per-sample denoising loss, so the objective is
+``mean(r · denoise_loss on model samples) + β · mean(denoise_loss on pre-training pairs)``.
+Only the UNet trains (fully, or a LoRA adapter for SD-scale models); VAE and text encoder are frozen.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from feedbacklab.device import resolve_device
+
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+
+
+@dataclass
+class RewardWeightedConfig:
+    """Hyper-parameters of reward-weighted fine-tuning; defaults suit the tiny ShapesWorld generator."""
+
+    beta: float = 1.0                      # weight of the pre-training denoising term (0 = no D_pre term)
+    learning_rate: float = 1e-4            # AdamW; use ~1e-4 for LoRA on SD, ~1e-5 for full SD fine-tuning
+    epochs: int = 4                        # passes over D_model
+    batch_size: int = 32                   # model samples per step
+    pretrain_batch_size: int = 32          # D_pre pairs per step (ignored when beta == 0)
+    reward_clip: tuple[float, float] | None = (0.0, 1.0)  # clamp r_φ into this range before weighting
+    uncond_prob: float = 0.1               # drop the prompt ("") so classifier-free guidance keeps working
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    use_lora: bool = False                 # train a LoRA adapter (peft) instead of every UNet weight
+    lora_rank: int = 4
+    lora_alpha: int = 4
+    lora_target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    mixed_precision: str = "auto"          # "auto": bf16 (or fp16) on CUDA, full precision elsewhere
+    device: str = "auto"                   # CUDA → MPS → CPU
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.learning_rate <= 0 or self.epochs < 1 or self.batch_size < 1 or self.pretrain_batch_size < 1:
+            raise ValueError("learning_rate must be > 0; epochs, batch_size and pretrain_batch_size >= 1")
+        if not 0.0 <= self.uncond_prob < 1.0:
+            raise ValueError(f"uncond_prob must be in [0, 1), got {self.uncond_prob}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.reward_clip is not None:
+            self.reward_clip = tuple(float(v) for v in self.reward_clip)
+            if len(self.reward_clip) != 2 or self.reward_clip[0] > self.reward_clip[1]:
+                raise ValueError(f"reward_clip must be (low, high) with low <= high or None, got {self.reward_clip}")
+        self.lora_target_modules = tuple(self.lora_target_modules)
+
+
+@dataclass
+class FinetuneResult:
+    """The fine-tuned pipeline (modified in place), per-step losses, and where it was saved."""
+
+    pipe: Any
+    history: list[dict[str, float]]
+    checkpoint: Path | None
+
+
+def denoising_loss(unet: torch.nn.Module, scheduler: Any, latents: torch.Tensor, text_embeds: torch.Tensor,
+                   noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """Per-sample diffusion loss ``‖target − unet(x_t, t, z)‖²`` (mean over latent dims) → (B,); ε or v target."""
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        target = noise
+    elif kind == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"unsupported prediction_type {kind!r}; accepted: 'epsilon', 'v_prediction'")
+    pred = unet(noisy, timesteps, encoder_hidden_states=text_embeds).sample
+    return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+
+
+def reward_weighted_loss(model_losses: torch.Tensor, rewards: torch.Tensor,
+                         pretrain_losses: torch.Tensor | None = None, beta: float = 0.0) -> torch.Tensor:
+    """``mean(r · ℓ_model) + β · mean(ℓ_pre)`` — Lee et al. 2023, Eq. 3 with ``−log p_θ`` = denoising loss."""
+    if model_losses.shape != rewards.shape or model_losses.ndim != 1:
+        raise ValueError(f"model_losses {tuple(model_losses.shape)} and rewards {tuple(rewards.shape)} must both be (B,)")
+    loss = (rewards.to(model_losses.dtype) * model_losses).mean()
+    if beta > 0:
+        if pretrain_losses is None or pretrain_losses.numel() == 0:
+            raise ValueError("beta > 0 needs pre-training losses (pass D_pre pairs)")
+        loss = loss + beta * pretrain_losses.mean()
+    return loss
+
+
+@torch.no_grad()
+def encode_latents(vae: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, H, W) in [0, 1] → VAE posterior mean and std (N, C, h, w), unscaled, on the VAE's device."""
+    device, dtype = vae.device, vae.dtype
+    posts = [vae.encode(images[i : i + batch_size].to(device, dtype) * 2 - 1).latent_dist
+             for i in range(0, images.shape[0], batch_size)]
+    return torch.cat([p.mean for p in posts]).float(), torch.cat([p.std for p in posts]).float()
+
+
+def sample_latents(mean: torch.Tensor, std: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """A fresh posterior sample ``(μ + σ·ε)·scale`` per call, as latent-diffusion training draws it."""
+    return (mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)) * scale
+
+
+@torch.no_grad()
+def encode_prompts(pipe: Any, prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    """Distinct prompts (sorted, "" first) and their (P, L, D) text-encoder states, via ``pipe.encode_prompt``."""
+    unique = sorted(set(prompts) | {""})
+    embeds = pipe.encode_prompt(unique, pipe.text_encoder.device, 1, False)[0]
+    return unique, embeds.float()
+
+
+def _autocast(device: torch.device, mode: str) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, use GradScaler) for ``mode`` on ``device``; mixed precision only on CUDA."""
+    if device.type != "cuda" or mode == "no":
+        return None, False
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def _add_lora(unet: torch.nn.Module, config: RewardWeightedConfig) -> list[torch.nn.Parameter]:
+    """Attach a peft LoRA adapter to the UNet (as diffusers' train_text_to_image_lora); return its parameters."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, init_lora_weights="gaussian",
+                                target_modules=list(config.lora_target_modules)))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:  # LoRA weights train in fp32 even when the UNet is half precision
+        p.data = p.data.float()
+    return params
+
+
+def save_finetuned(pipe: Any, output_dir: str | Path, config: RewardWeightedConfig) -> Path:
+    """Full fine-tuning: ``pipe.save_pretrained``; LoRA: only the adapter via ``save_lora_weights``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.use_lora:
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+        type(pipe).save_lora_weights(out, unet_lora_layers=layers, safe_serialization=True)
+    else:
+        pipe.save_pretrained(out, safe_serialization=True)
+    (out / "finetune_config.json").write_text(json.dumps(asdict(config), indent=2))
+    return out
+
+
+def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompts: Sequence[str],
+                             rewards: torch.Tensor, pretrain_images: torch.Tensor | None = None,
+                             pretrain_prompts: Sequence[str] | None = None,
+                             config: RewardWeightedConfig | None = None, output_dir: str | Path | None = None,
+                             progress: bool = True) -> FinetuneResult:
+    """Fine-tune ``pipe.unet`` on D_model (images (N, 3, H, W) in [0, 1], prompts, rewards r_φ) and D_pre (Eq. 3).
+
+    Works for any diffusers pipeline with ``unet``/``vae``/``text_encoder``/``scheduler``; saves to ``output_dir``."""
+    from diffusers import DDPMScheduler
+    from tqdm.auto import trange
+
+    config = config or RewardWeightedConfig()
+    n = len(model_prompts)
+    if model_images.shape[0] != n or torch.as_tensor(rewards).shape != (n,):
+        raise ValueError(f"need one image and one reward per model prompt: {tuple(model_images.shape)}, "
+                         f"{n} prompts, rewards {tuple(torch.as_tensor(rewards).shape)}")
+    if config.beta > 0 and (pretrain_images is None or pretrain_prompts is None or len(pretrain_prompts) == 0):
+        raise ValueError("beta > 0 needs pretrain_images and pretrain_prompts (D_pre); pass them or set beta=0")
+    device = resolve_device(config.device)
+    amp_dtype, use_scaler = _autocast(device, config.mixed_precision)
+    gen = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    pipe.to(device)
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    unet = pipe.unet
+    if config.use_lora:
+        params = _add_lora(unet, config)
+    else:  # trainable weights stay fp32 (autocast supplies the mixed precision), as in diffusers' training scripts
+        unet.to(torch.float32).requires_grad_(True)
+        params = list(unet.parameters())
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+
+    r = torch.as_tensor(rewards, dtype=torch.float32)
+    if config.reward_clip is not None:
+        r = r.clamp(*config.reward_clip)
+    scale = float(pipe.vae.config.scaling_factor)
+    x_model = encode_latents(pipe.vae, model_images)
+    all_prompts = list(model_prompts) + list(pretrain_prompts or []) if config.beta > 0 else list(model_prompts)
+    vocab, text = encode_prompts(pipe, all_prompts)
+    pos = {p: i for i, p in enumerate(vocab)}
+    z_model = torch.tensor([pos[p] for p in model_prompts])
+    if config.beta > 0:
+        x_pre = encode_latents(pipe.vae, pretrain_images)
+        z_pre = torch.tensor([pos[p] for p in pretrain_prompts])
+
+    def batch_loss(latents: torch.Tensor, prompt_idx: torch.Tensor) -> torch.Tensor:
+        drop = torch.rand(len(prompt_idx), generator=gen) < config.uncond_prob
+        prompt_idx = prompt_idx.masked_fill(drop, pos[""])
+        noise = torch.randn(latents.shape, generator=gen).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(prompt_idx),), generator=gen).to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            return denoising_loss(unet, scheduler, latents, text[prompt_idx.to(device)], noise, t)
+
+    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    history: list[dict[str, float]] = []
+    unet.train()
+    for step in trange(config.epochs * steps_per_epoch, desc="reward-weighted fine-tuning", disable=not progress):
+        if step % steps_per_epoch == 0:
+            order = torch.randperm(n, generator=gen)
+        b = order[(step % steps_per_epoch) * config.batch_size :][: config.batch_size]
+        keep = b[r[b] > 0]  # zero-weight samples add nothing to Eq. 3: skip their forward pass
+        model_losses = torch.zeros(len(b), device=device)
+        if len(keep):
+            model_losses[(r[b] > 0).to(device)] = batch_loss(
+                sample_latents(*(x[keep.to(x.device)] for x in x_model), scale, gen), z_model[keep])
+        pre_losses = None
+        if config.beta > 0:
+            p = torch.randint(0, len(z_pre), (config.pretrain_batch_size,), generator=gen)
+            pre_losses = batch_loss(sample_latents(*(x[p.to(x.device)] for x in x_pre), scale, gen), z_pre[p])
+        loss = reward_weighted_loss(model_losses, r[b].to(device), pre_losses, config.beta)
+        if loss.requires_grad:  # False only when every weight in the batch is 0 and beta == 0
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            scaler.step(opt)
+            scaler.update()
+        history.append({"step": step, "loss": loss.item(), "weighted_model_loss": (r[b].to(device) * model_losses).mean().item(),
+                        "model_loss": model_losses[(r[b] > 0).to(device)].mean().item() if len(keep) else float("nan"),
+                        "pretrain_loss": pre_losses.mean().item() if pre_losses is not None else float("nan")})
+    unet.eval().requires_grad_(False)
+    checkpoint = save_finetuned(pipe, output_dir, config) if output_dir is not None else None
+    return FinetuneResult(pipe, history, checkpoint)

@@ -1,0 +1,163 @@
+"""Reward-weighted fine-tuning (Lee et al. 2023, Eq. 3): the weighted objective, frozen parts, LoRA, checkpoints."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from feedbacklab.finetune import (RewardWeightedConfig, denoising_loss, reward_weighted_finetune,
+                                  reward_weighted_loss)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def pipe():
+    """An untrained tiny StableDiffusionPipeline (32 px, v-prediction) from the models builders."""
+    from feedbacklab.models.generator import GeneratorConfig, build_pipeline
+
+    torch.manual_seed(0)
+    return build_pipeline(GeneratorConfig.tiny())
+
+
+def _data(n=4):
+    gen = torch.Generator().manual_seed(1)
+    return torch.rand(n, 3, 32, 32, generator=gen), [f"{w} red circles on a white background" for w in
+                                                      ("two", "three", "four", "two")][:n]
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_weighted_loss_hand_computed_and_scales_each_sample():
+    losses = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    rewards = torch.tensor([0.0, 1.0, 0.5])
+    loss = reward_weighted_loss(losses, rewards, torch.tensor([4.0, 6.0]), beta=0.5)
+    assert loss.item() == pytest.approx((0 + 2 + 1.5) / 3 + 0.5 * 5)
+    loss.backward()
+    assert losses.grad.tolist() == pytest.approx([0.0, 1 / 3, 0.5 / 3])  # ∂L/∂ℓ_i = r_i / B
+    assert reward_weighted_loss(torch.tensor([2.0]), torch.tensor([0.25])).item() == pytest.approx(0.5)
+
+
+def test_weighted_loss_errors():
+    with pytest.raises(ValueError, match="must both be"):
+        reward_weighted_loss(torch.ones(3), torch.ones(2))
+    with pytest.raises(ValueError, match="pre-training"):
+        reward_weighted_loss(torch.ones(3), torch.ones(3), None, beta=1.0)
+
+
+def test_denoising_loss_targets_epsilon_and_velocity():
+    from diffusers import DDPMScheduler
+
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t = torch.tensor([10, 900])
+    zero_unet = lambda x, t, encoder_hidden_states: SimpleNamespace(sample=torch.zeros_like(x))  # noqa: E731
+    eps = DDPMScheduler(prediction_type="epsilon")
+    assert torch.allclose(denoising_loss(zero_unet, eps, latents, None, noise, t), (noise ** 2).flatten(1).mean(1))
+    v = DDPMScheduler(prediction_type="v_prediction")
+    velocity = v.get_velocity(latents, noise, t)
+    assert torch.allclose(denoising_loss(zero_unet, v, latents, None, noise, t), (velocity ** 2).flatten(1).mean(1))
+    with pytest.raises(ValueError, match="prediction_type"):
+        denoising_loss(zero_unet, DDPMScheduler(prediction_type="sample"), latents, None, noise, t)
+
+
+def test_reward_scales_the_per_sample_gradient(pipe):
+    """Same sample, noise and timestep: the gradient of r·ℓ is r times the gradient of ℓ."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    latents, noise, t = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8), torch.tensor([500])
+    with torch.no_grad():
+        text = pipe.encode_prompt(["two red circles on a white background"], "cpu", 1, False)[0]
+    grads = []
+    for r in (1.0, 0.25):
+        pipe.unet.zero_grad()
+        reward_weighted_loss(denoising_loss(pipe.unet, sched, latents, text, noise, t), torch.tensor([r])).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in pipe.unet.parameters() if p.grad is not None]))
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[1], 0.25 * grads[0], atol=1e-7)
+
+
+def test_zero_reward_and_no_pretraining_term_leaves_the_unet_unchanged(pipe):
+    images, prompts = _data()
+    before = _state(pipe.unet)
+    cfg = RewardWeightedConfig(beta=0.0, epochs=1, batch_size=2, device="cpu")
+    reward_weighted_finetune(pipe, images, prompts, torch.zeros(4), config=cfg, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
+    reward_weighted_finetune(pipe, images, prompts, torch.ones(4), config=cfg, progress=False)
+    assert not all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
+
+
+def test_full_finetune_trains_only_the_unet_and_checkpoints(pipe, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    images, prompts = _data()
+    vae, text = _state(pipe.vae), _state(pipe.text_encoder)
+    cfg = RewardWeightedConfig(beta=1.0, epochs=2, batch_size=2, pretrain_batch_size=2, device="cpu")
+    result = reward_weighted_finetune(pipe, images, prompts, torch.tensor([1.0, 0.2, 0.7, 3.0]), images[:2],
+                                      ["one blue square on a black background"] * 2, cfg, tmp_path / "ft",
+                                      progress=False)
+    assert len(result.history) == 4 and all(h["pretrain_loss"] > 0 for h in result.history)
+    assert all(torch.equal(vae[k], v) for k, v in pipe.vae.state_dict().items())
+    assert all(torch.equal(text[k], v) for k, v in pipe.text_encoder.state_dict().items())
+    reloaded = StableDiffusionPipeline.from_pretrained(result.checkpoint, local_files_only=True)
+    assert all(torch.equal(v, reloaded.unet.state_dict()[k]) for k, v in pipe.unet.state_dict().items())
+    assert (result.checkpoint / "finetune_config.json").is_file()
+
+
+def test_finetune_is_deterministic(tmp_path):
+    from feedbacklab.models.generator import GeneratorConfig, build_pipeline
+
+    images, prompts = _data()
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        p = build_pipeline(GeneratorConfig.tiny())
+        cfg = RewardWeightedConfig(beta=0.5, epochs=1, batch_size=2, pretrain_batch_size=2, device="cpu", seed=3)
+        reward_weighted_finetune(p, images, prompts, torch.rand(4, generator=torch.Generator().manual_seed(0)),
+                                 images, prompts, cfg, progress=False)
+        states.append(_state(p.unet))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_lora_trains_only_the_adapter(pipe, tmp_path):
+    images, prompts = _data()
+    before = _state(pipe.unet)
+    cfg = RewardWeightedConfig(beta=0.0, epochs=2, batch_size=2, use_lora=True, lora_rank=2, learning_rate=1e-2,
+                               device="cpu")
+    result = reward_weighted_finetune(pipe, images, prompts, torch.ones(4), config=cfg,
+                                      output_dir=tmp_path / "lora", progress=False)
+    after = pipe.unet.state_dict()
+    lora_keys = [k for k in after if "lora" in k]
+    base = {k.replace(".base_layer", ""): v for k, v in after.items() if "lora" not in k}
+    assert lora_keys and base.keys() == before.keys()
+    assert all(torch.equal(before[k], base[k]) for k in before)  # base weights untouched
+    assert any(not torch.allclose(after[k], torch.zeros_like(after[k])) for k in lora_keys if "lora_B" in k)
+    assert (result.checkpoint / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_input_and_config_errors(pipe):
+    images, prompts = _data()
+    with pytest.raises(ValueError, match="one image and one reward"):
+        reward_weighted_finetune(pipe, images, prompts, torch.ones(3), config=RewardWeightedConfig(beta=0))
+    with pytest.raises(ValueError, match="D_pre"):
+        reward_weighted_finetune(pipe, images, prompts, torch.ones(4), config=RewardWeightedConfig(beta=1.0))
+    with pytest.raises(ValueError, match="mixed_precision"):
+        RewardWeightedConfig(mixed_precision="fp8")
+    with pytest.raises(ValueError, match="beta"):
+        RewardWeightedConfig(beta=-1)
+    with pytest.raises(ValueError, match="reward_clip"):
+        RewardWeightedConfig(reward_clip=(1.0, 0.0))
+
+
+def test_pretraining_pairs_are_true_renders_of_seen_prompts():
+    from feedbacklab import world
+    from feedbacklab.finetune import pretraining_pairs
+    from feedbacklab.models.data import to_uint8
+
+    images, prompts = pretraining_pairs(6, seed=2, size=32)
+    assert images.shape == (6, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    assert not any(world.is_unseen(world.parse(p)) for p in prompts)
+    assert sum(world.judge(p, im).aligned for p, im in zip(prompts, to_uint8(images))) >= 5
+    again, prompts2 = pretraining_pairs(6, seed=2, size=32)
+    assert torch.equal(images, again) and prompts == prompts2

@@ -13,7 +13,9 @@ BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.feedbacklab-installed
 KERNEL     := feedbacklab
 
-export OMP_NUM_THREADS ?= 2
+# One CPU thread per process: on a 2-core laptop a second torch thread competing with any other
+# busy process slowed training ~5-10x (ENVIRONMENT.md; 01 took 365 s at 2 threads vs 69 s at 1).
+export OMP_NUM_THREADS ?= 1
 export PYTHONHASHSEED  := 0
 export MPLBACKEND      := Agg
 
@@ -40,8 +42,8 @@ reproduce: $(STAMP)
 	$(BIN)/python -m feedbacklab run --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests
-	OMP_NUM_THREADS=1 FEEDBACKLAB_PROFILE=smoke $(BIN)/python -m feedbacklab nbval
+	$(BIN)/python -m pytest tests
+	FEEDBACKLAB_PROFILE=smoke $(BIN)/python -m feedbacklab nbval
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks

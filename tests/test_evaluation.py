@@ -144,3 +144,17 @@ def test_reward_report_rows_per_reward_and_set():
     assert [(r["reward"], r["set"], r["n"]) for r in rows] == [("bright", "a", 4), ("bright", "b", 4)]
     assert rows[0]["auroc_oracle"] == 1.0 and rows[0]["acc_label"] == 0.75 and "acc_label" not in rows[1]
     assert rows[1]["auroc_oracle"] == 0.75
+
+
+def test_count_confusion_rows_are_shares_of_each_asked_count():
+    from feedbacklab.evaluation import count_confusion
+
+    recs = [{"prompt": "three red circles on a white background", "n_objects": n} for n in (3, 4, 4, 3)]
+    recs.append({"prompt": "one blue square on a black background", "n_objects": 1})
+    table = count_confusion(recs)
+    assert table.loc[3, 3] == pytest.approx(0.5) and table.loc[3, 4] == pytest.approx(0.5)
+    assert table.loc[1, 1] == pytest.approx(1.0) and table.loc[1, 4] == 0
+    with pytest.raises(ValueError, match="n_objects"):
+        count_confusion([{"prompt": "one blue square on a black background"}])
+    with pytest.raises(ValueError, match="attribute prompts"):
+        count_confusion([{"prompt": "a yellow circle to the left of a purple triangle", "n_objects": 2}])

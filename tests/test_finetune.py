@@ -161,3 +161,37 @@ def test_pretraining_pairs_are_true_renders_of_seen_prompts():
     assert sum(world.judge(p, im).aligned for p, im in zip(prompts, to_uint8(images))) >= 5
     again, prompts2 = pretraining_pairs(6, seed=2, size=32)
     assert torch.equal(images, again) and prompts == prompts2
+
+
+def test_timestep_range_limits_the_trained_noise_levels(pipe):
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
+    images, prompts = _data()
+    cfg = RewardWeightedConfig(beta=0.0, epochs=3, batch_size=2, timestep_range=(0.5, 0.75), device="cpu")
+    reward_weighted_finetune(pipe, images, prompts, torch.ones(4), config=cfg, progress=False)
+    t = torch.cat(seen)
+    assert len(t) == 12 and t.min() >= 500 and t.max() < 750
+
+
+def test_ema_returns_averaged_weights_between_start_and_raw_training(tmp_path):
+    """With an EMA the result lies between the start and the raw weights (warm-up EMA, diffusers' EMAModel)."""
+    from feedbacklab.models.generator import GeneratorConfig, build_pipeline
+
+    images, prompts = _data()
+    results = {}
+    for ema in (None, 0.99):
+        torch.manual_seed(0)
+        p = build_pipeline(GeneratorConfig.tiny())
+        start = _state(p.unet)
+        cfg = RewardWeightedConfig(beta=0.0, epochs=4, batch_size=2, ema_decay=ema, learning_rate=1e-3, device="cpu")
+        reward_weighted_finetune(p, images, prompts, torch.ones(4), config=cfg, progress=False)
+        results[ema] = {k: v - start[k] for k, v in p.unet.state_dict().items() if v.is_floating_point()}
+    raw, avg = (torch.cat([d[k].flatten() for k in sorted(d)]) for d in (results[None], results[0.99]))
+    assert 0 < avg.norm() < raw.norm()
+
+
+def test_ema_and_timestep_range_validation():
+    with pytest.raises(ValueError, match="ema_decay"):
+        RewardWeightedConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="timestep_range"):
+        RewardWeightedConfig(timestep_range=(0.6, 0.4))

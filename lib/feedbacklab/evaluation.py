@@ -54,6 +54,26 @@ def alignment_summary(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def count_confusion(records: Sequence[dict[str, Any]]) -> "pd.DataFrame":
+    """Asked count (rows) × count the oracle sees (columns) → share of each row, for single-group attribute
+    prompts: shows *how* a generator miscounts (Lee et al.'s count errors; here mostly one object too many)."""
+    import pandas as pd
+    from feedbacklab import world
+
+    pairs = []
+    for r in records:
+        if "n_objects" not in r:
+            raise ValueError("records need 'n_objects' (judge_record writes it; regenerate sets cached by older versions)")
+        spec = world.parse(r["prompt"])
+        if spec.family != "attribute":
+            raise ValueError(f"count_confusion needs attribute prompts, got {r['prompt']!r}")
+        pairs.append((spec.count, r["n_objects"]))
+    if not pairs:
+        raise ValueError("count_confusion needs at least one record")
+    asked, seen = zip(*pairs)
+    return pd.crosstab(pd.Series(asked, name="asked"), pd.Series(seen, name="seen"), normalize="index")
+
+
 def diversity(embeddings: torch.Tensor, groups: Sequence[Any]) -> float:
     """Mean over groups (prompts) of the mean pairwise cosine distance ``1 − cos`` of (N, D) embeddings."""
     if len(groups) != embeddings.shape[0]:

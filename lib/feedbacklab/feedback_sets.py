@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records carry n_objects
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,8 @@ def judge_record(prompt: str, image: np.ndarray, panel: Any = None, item_id: str
     j = world.judge(prompt, image)
     record = {"prompt": prompt, "aligned": bool(j.aligned), "attributes": {k: bool(v) for k, v in j.attributes.items()},
               "plausibility": float(j.plausibility), "aesthetics": float(j.aesthetics),
-              "n_artifacts": len(j.artifact_points), "latent": latent_scores(j), "labels": None, "label": None}
+              "n_artifacts": len(j.artifact_points),
+              "n_objects": len(j.scene.objects), "latent": latent_scores(j), "labels": None, "label": None}
     if panel is not None:
         labels = [b.label for b in panel.binary(j, item_id)]
         record.update(labels=labels, label=int(majority_vote([labels])[0]), vote_share=float(np.mean(labels)))

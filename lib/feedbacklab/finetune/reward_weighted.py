@@ -32,7 +32,10 @@ class RewardWeightedConfig:
     pretrain_batch_size: int = 32          # D_pre pairs per step (ignored when beta == 0)
     reward_clip: tuple[float, float] | None = (0.0, 1.0)  # clamp r_φ into this range before weighting
     uncond_prob: float = 0.1               # drop the prompt ("") so classifier-free guidance keeps working
+    timestep_range: tuple[float, float] = (0.0, 1.0)  # train on t ~ U(lo·T, hi·T); like diffusers' --timestep_bias_strategy range
     max_grad_norm: float = 1.0
+    ema_decay: float | None = 0.99         # return an EMA of the weights (diffusers' --use_ema; the base UNet is an EMA too);
+                                           # without it artifacts rose 6.9% → 9.7% (scripts/lee2023_finetune_sweep.py); None: off
     weight_decay: float = 0.0
     use_lora: bool = False                 # train a LoRA adapter (peft) instead of every UNet weight
     lora_rank: int = 4
@@ -56,6 +59,12 @@ class RewardWeightedConfig:
             if len(self.reward_clip) != 2 or self.reward_clip[0] > self.reward_clip[1]:
                 raise ValueError(f"reward_clip must be (low, high) with low <= high or None, got {self.reward_clip}")
         self.lora_target_modules = tuple(self.lora_target_modules)
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        lo, hi = (float(v) for v in self.timestep_range)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"timestep_range must be (lo, hi) with 0 <= lo < hi <= 1, got {self.timestep_range}")
+        self.timestep_range = (lo, hi)
 
 
 @dataclass
@@ -193,6 +202,8 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
     if config.reward_clip is not None:
         r = r.clamp(*config.reward_clip)
     scale = float(pipe.vae.config.scaling_factor)
+    n_t = scheduler.config.num_train_timesteps
+    t_lo, t_hi = int(config.timestep_range[0] * n_t), max(int(config.timestep_range[1] * n_t), int(config.timestep_range[0] * n_t) + 1)
     x_model = encode_latents(pipe.vae, model_images)
     all_prompts = list(model_prompts) + list(pretrain_prompts or []) if config.beta > 0 else list(model_prompts)
     vocab, text = encode_prompts(pipe, all_prompts)
@@ -206,11 +217,16 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         drop = torch.rand(len(prompt_idx), generator=gen) < config.uncond_prob
         prompt_idx = prompt_idx.masked_fill(drop, pos[""])
         noise = torch.randn(latents.shape, generator=gen).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(prompt_idx),), generator=gen).to(device)
+        t = torch.randint(t_lo, t_hi, (len(prompt_idx),), generator=gen).to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             return denoising_loss(unet, scheduler, latents, text[prompt_idx.to(device)], noise, t)
 
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    ema = None
+    if config.ema_decay is not None:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=config.ema_decay, use_ema_warmup=True, power=0.75)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     steps_per_epoch = math.ceil(n / config.batch_size)
     history: list[dict[str, float]] = []
@@ -219,16 +235,17 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         if step % steps_per_epoch == 0:
             order = torch.randperm(n, generator=gen)
         b = order[(step % steps_per_epoch) * config.batch_size :][: config.batch_size]
+        weights, mask = r[b].to(device), (r[b] > 0).to(device)
         keep = b[r[b] > 0]  # zero-weight samples add nothing to Eq. 3: skip their forward pass
         model_losses = torch.zeros(len(b), device=device)
         if len(keep):
-            model_losses[(r[b] > 0).to(device)] = batch_loss(
-                sample_latents(*(x[keep.to(x.device)] for x in x_model), scale, gen), z_model[keep])
+            model_losses[mask] = batch_loss(sample_latents(*(x[keep.to(x.device)] for x in x_model), scale, gen),
+                                            z_model[keep])
         pre_losses = None
         if config.beta > 0:
             p = torch.randint(0, len(z_pre), (config.pretrain_batch_size,), generator=gen)
             pre_losses = batch_loss(sample_latents(*(x[p.to(x.device)] for x in x_pre), scale, gen), z_pre[p])
-        loss = reward_weighted_loss(model_losses, r[b].to(device), pre_losses, config.beta)
+        loss = reward_weighted_loss(model_losses, weights, pre_losses, config.beta)
         if loss.requires_grad:  # False only when every weight in the batch is 0 and beta == 0
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -236,9 +253,13 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             scaler.step(opt)
             scaler.update()
-        history.append({"step": step, "loss": loss.item(), "weighted_model_loss": (r[b].to(device) * model_losses).mean().item(),
-                        "model_loss": model_losses[(r[b] > 0).to(device)].mean().item() if len(keep) else float("nan"),
+            if ema is not None:
+                ema.step(params)
+        history.append({"step": step, "loss": loss.item(), "weighted_model_loss": (weights * model_losses).mean().item(),
+                        "model_loss": model_losses[mask].mean().item() if len(keep) else float("nan"),
                         "pretrain_loss": pre_losses.mean().item() if pre_losses is not None else float("nan")})
+    if ema is not None:  # the averaged weights are the result, as in the base model's own training
+        ema.copy_to(params)
     unet.eval().requires_grad_(False)
     checkpoint = save_finetuned(pipe, output_dir, config) if output_dir is not None else None
     return FinetuneResult(pipe, history, checkpoint)

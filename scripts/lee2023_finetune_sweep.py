@@ -29,7 +29,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64, help="seen 'count colour circles on a background' prompts")
     ap.add_argument("--images-per-prompt", type=int, default=10, help="D_model samples per prompt")
     ap.add_argument("--feedback-guidance", type=float, default=4.0, help="guidance of the D_model samples")
-    ap.add_argument("--eval-images", type=int, default=5, help="evaluation samples per prompt (guidance 4, fresh seeds)")
+    ap.add_argument("--eval-images", type=int, default=5, help="evaluation samples per prompt (fresh seeds)")
+    ap.add_argument("--eval-guidance", type=float, default=4.0, help="guidance of the evaluation samples")
     ap.add_argument("--d-model", choices=("samples", "renders"), default="samples",
                     help="samples: the generator's own images weighted as --weights says; renders: true renders of the "
                          "same prompts, weight 1 (the best D_model any reward could select)")
@@ -68,7 +69,7 @@ def main() -> None:
                               for i, p in enumerate(model_prompts)]).float() / 255
         weights = torch.ones(len(model_prompts))
     pre_images, pre_prompts = pretraining_pairs(2000, seed=args.seed)
-    sampler = SamplerConfig(args.steps, 4.0)
+    sampler = SamplerConfig(args.steps, args.eval_guidance)
     base_set, base_summary = ev.evaluate_generator(base, prompts, args.eval_images, args.seed + 1000, sampler, 32, cache,
                                                    None, progress=False)
     print(f"D_model: {len(d_model)} {args.d_model}, {args.weights} weights, mean weight {weights.mean():.3f}; base aligned "

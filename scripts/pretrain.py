@@ -11,6 +11,8 @@ Examples (the shipped models were built with exactly these, 1 torch thread on a 
   python scripts/pretrain.py captioner --out data/models/shapes-captioner-crop --steps 2000 --n-images 20000 --crop --threads 1
   python scripts/pretrain.py evaluate --out data/models/shapes-sd --clip data/models/shapes-clip --guidance 4.5 --n-eval 600
   python scripts/pretrain.py evaluate-clip --out data/models/shapes-clip
+  python scripts/noisy_caption_generator.py --wrong-count 0.5 --steps 600 --out data/models/shapes-sd-noisy-counts
+  python scripts/pretrain.py evaluate --out data/models/shapes-sd-noisy-counts --guidance 4.5 --n-eval 600
 """
 from __future__ import annotations
 

@@ -138,7 +138,9 @@ def test_hub_ids_fail_offline_with_clear_message():
 
 
 def test_list_models_kinds():
-    assert set(list_models()) <= {"shapes-sd", "shapes-clip", "shapes-captioner", "shapes-captioner-crop"}
+    assert set(list_models()) <= {"shapes-sd", "shapes-sd-noisy-counts", "shapes-clip", "shapes-captioner",
+                                  "shapes-captioner-crop"}
+    assert list_models("generator").keys() <= {"shapes-sd", "shapes-sd-noisy-counts"}
     with pytest.raises(ValueError, match="accepted"):
         list_models("vocoder")
 
@@ -292,6 +294,9 @@ def _fake_cards(root: Path) -> None:
                                           {"lr": 2e-4, "from_step": 20, "to_step": 30}]})
     update_card(root / "shapes-clip", kind="clip", training={"steps": 5, "batch_size": 4, "n_images": 8, "lr": 1e-3,
                                                              "seed": 2, "wall_s": 3.0, "hardware": "CPU x"})
+    update_card(root / "shapes-sd-noisy-counts", kind="generator",
+                noisy_caption_training={"wrong_count_probability": 0.4, "steps": 6, "batch_size": 4, "n_images": 8,
+                                        "lr": 3e-4, "seed": 4, "wall_s": 2.0, "hardware": "CPU x"})
     for name, aug in (("shapes-captioner", "none"), ("shapes-captioner-crop", "random crop (...)")):
         update_card(root / name, kind="captioner", training={"steps": 6, "batch_size": 4, "n_images": 8, "lr": 1e-3,
                                                              "seed": 3, "augmentation": aug, "wall_s": 2.0})
@@ -305,12 +310,14 @@ def test_card_recipe_replays_recorded_settings_and_phases(tmp_path):
     stages = card_recipe(tmp_path)
     assert [(s.model, s.component) for s in stages] == [
         ("shapes-sd", "vae"), ("shapes-sd", "unet"), ("shapes-sd", "unet"), ("shapes-clip", "clip"),
-        ("shapes-captioner", "captioner"), ("shapes-captioner-crop", "captioner")]
+        ("shapes-captioner", "captioner"), ("shapes-captioner-crop", "captioner"),
+        ("shapes-sd-noisy-counts", "noisy-captions")]
     assert stages[0].kwargs == {"config": GeneratorConfig.tiny(), "steps": 7, "batch_size": 2, "n_images": 9,
                                 "lr": 1e-3, "seed": 1}
     assert [(s.kwargs["lr"], s.kwargs["steps"]) for s in stages[1:3]] == [(1e-3, 20), (2e-4, 30)]
     assert stages[1].kwargs["cfg_dropout"] == 0.2 and stages[3].kwargs["seed"] == 2
-    assert [s.kwargs["crop"] for s in stages[4:]] == [False, True]
+    assert [s.kwargs["crop"] for s in stages[4:6]] == [False, True]
+    assert stages[6].kwargs == {"steps": 6, "batch_size": 4, "n_images": 8, "lr": 3e-4, "seed": 4, "wrong_count": 0.4}
     with pytest.raises(ValueError, match="accepted"):
         recipe("huge")
     with pytest.raises(ValueError, match="no 'vae_training' section"):
@@ -334,7 +341,8 @@ def test_training_table_rows_from_cards(tmp_path):
 
     _fake_cards(tmp_path)
     rows = {(r["model"], r["stage"]): r for r in training_table(tmp_path)}
-    assert len(rows) == 5
+    assert len(rows) == 6
+    assert rows[("shapes-sd-noisy-counts", "UNet + text encoder, miscounted captions")]["steps"] == 6
     assert rows[("shapes-sd", "VAE")]["wall_s"] == 6.0  # total wall time (rendering included) when recorded
     assert rows[("shapes-sd", "UNet + text encoder")]["lr"] == "0.001 → 0.0002"
     assert rows[("shapes-clip", "clip")]["hardware"] == "CPU x" and rows[("shapes-clip", "clip")]["steps"] == 5
@@ -344,7 +352,10 @@ def test_retrain_tiny_recipe_builds_loadable_models(tmp_path):
     from feedbacklab.models.reproduce import retrain, tiny_recipe
 
     rows = retrain(tiny_recipe(), tmp_path / "m", tmp_path / "w", log=lambda m: None)
-    assert [r["steps"] for r in rows] == [3, 2, 4, 2, 2, 2]  # the second unet call resumed to step 4
+    assert [r["steps"] for r in rows] == [3, 2, 4, 2, 2, 2, 2]  # the second unet call resumed to step 4
+    noisy = json.loads((tmp_path / "m" / "shapes-sd-noisy-counts" / "card.json").read_text())
+    assert noisy["noisy_caption_training"]["base"] == str(tmp_path / "m" / "shapes-sd")
+    assert load_generator(tmp_path / "m" / "shapes-sd-noisy-counts", device="cpu").vae.config.sample_size == 32
     card = json.loads((tmp_path / "m" / "shapes-sd" / "card.json").read_text())
     assert [p["to_step"] for p in card["unet_training"]["phases"]] == [2, 4]
     assert load_generator(tmp_path / "m" / "shapes-sd", device="cpu").vae.config.sample_size == 32  # tiny

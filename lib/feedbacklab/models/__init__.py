@@ -48,6 +48,10 @@ def load_generator(name_or_path: str | Path = "shapes-sd", device: str | torch.d
         raise not_available(name, "generator", f"DiffusionPipeline.from_pretrained({target!r}, "
                                                f"local_files_only={local})", exc) from exc
     pipe.set_progress_bar_config(disable=True)
+    if dtype is None and dev.type == "cpu":
+        from feedbacklab.models.generator import upcast_half
+
+        upcast_half(pipe)
     return pipe.to(dev)
 
 

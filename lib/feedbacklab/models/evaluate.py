@@ -174,6 +174,18 @@ def models_readme(root: str | Path | None = None) -> str:
             out += _fmt_table({"seen": q["seen"], "unseen": q["unseen"]},
                               ["count_acc", "color_acc", "shape_acc", "background_acc", "relation_acc", "all_right",
                                "artifact_rate"]) + [""]
+    noisy = read_card(root / "shapes-sd-noisy-counts")
+    if noisy:
+        t = noisy.get("noisy_caption_training", {})
+        out += ["## shapes-sd-noisy-counts — `shapes-sd` after web-like captions", "",
+                f"`shapes-sd` trained {t.get('steps')} more steps (same recipe, lr {t.get('lr')}) on renders whose "
+                f"attribute captions state a wrong count with probability {t.get('wrong_count_probability')} "
+                "(`feedbacklab.models.noisy_captions`): count errors that come from the data, as Stable Diffusion's do.", ""]
+        q = noisy.get("quality")
+        if q:
+            out += _fmt_table({"seen": q["seen"], "unseen": q["unseen"]},
+                              ["count_acc", "color_acc", "shape_acc", "background_acc", "relation_acc", "all_right",
+                               "artifact_rate"]) + [""]
     clip = read_card(root / "shapes-clip")
     if clip:
         out += ["## shapes-clip — OpenCLIP custom config", "", f"Load: {clip.get('load', '')}", "",

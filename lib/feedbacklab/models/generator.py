@@ -149,7 +149,16 @@ def load_pipeline(path: str | Path, device: str | torch.device = "cpu", dtype: t
 
     pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
+    if dtype is None and torch.device(device).type == "cpu":
+        upcast_half(pipe)
     return pipe.to(device)
+
+
+def upcast_half(pipe) -> None:
+    """Half-precision checkpoints (shapes-sd-noisy-counts is stored in float16) run in float32 on CPU."""
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module) and any(p.dtype in (torch.float16, torch.bfloat16) for p in module.parameters()):
+            module.to(torch.float32)
 
 
 def _seed_all(seed: int) -> torch.Generator:

@@ -12,6 +12,7 @@ import torch
 #: kind of each shipped tiny model (its directory name under ``data/models``).
 SHIPPED: dict[str, str] = {
     "shapes-sd": "generator",
+    "shapes-sd-noisy-counts": "generator",
     "shapes-clip": "clip",
     "shapes-captioner": "captioner",
     "shapes-captioner-crop": "captioner",

@@ -17,12 +17,14 @@ from typing import Any
 
 from feedbacklab.models.registry import SHIPPED, models_dir, read_card
 
-COMPONENTS = ("vae", "unet", "clip", "captioner")
+COMPONENTS = ("vae", "unet", "clip", "captioner", "noisy-captions")
 #: card section → the stage it records, in training order.
-TRAINING_SECTIONS = {"vae_training": "VAE", "unet_training": "UNet + text encoder", "training": None}
+TRAINING_SECTIONS = {"vae_training": "VAE", "unet_training": "UNet + text encoder", "training": None,
+                     "noisy_caption_training": "UNet + text encoder, miscounted captions"}
+NOISY = "shapes-sd-noisy-counts"  # continues shapes-sd on miscounted captions (models.noisy_captions)
 _VAE_KEYS = ("steps", "batch_size", "n_images", "lr", "seed")
 _UNET_KEYS = ("batch_size", "n_images", "cfg_dropout", "ema_decay", "seed")
-_KEYS = ("steps", "batch_size", "n_images", "lr", "seed")  # clip and captioner
+_KEYS = ("steps", "batch_size", "n_images", "lr", "seed")  # clip and captioner (and noisy-captions)
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,10 @@ def _trainer(component: str) -> Callable[..., dict[str, Any]]:
     from feedbacklab.models.captioner import pretrain_captioner
     from feedbacklab.models.clip import pretrain_clip
     from feedbacklab.models.generator import pretrain_unet, pretrain_vae
+    from feedbacklab.models.noisy_captions import pretrain_noisy_captions
 
-    trainers = {"vae": pretrain_vae, "unet": pretrain_unet, "clip": pretrain_clip, "captioner": pretrain_captioner}
+    trainers = {"vae": pretrain_vae, "unet": pretrain_unet, "clip": pretrain_clip, "captioner": pretrain_captioner,
+                "noisy-captions": pretrain_noisy_captions}
     return trainers[component]
 
 
@@ -71,6 +75,9 @@ def card_recipe(root: str | Path | None = None) -> list[Stage]:
     for name in ("shapes-captioner", "shapes-captioner-crop"):
         cap = _section(root, name, "training")
         stages.append(Stage(name, "captioner", {**{k: cap[k] for k in _KEYS}, "crop": cap["augmentation"] != "none"}))
+    noisy = _section(root, NOISY, "noisy_caption_training")  # after shapes-sd: it starts from that checkpoint
+    stages.append(Stage(NOISY, "noisy-captions", {**{k: noisy[k] for k in _KEYS},
+                                                  "wrong_count": noisy["wrong_count_probability"]}))
     return stages
 
 
@@ -84,7 +91,8 @@ def tiny_recipe(seed: int = 0) -> list[Stage]:
             Stage("shapes-sd", "unet", {"steps": 4, "lr": 3e-4, **small}),  # resumes: a second lr phase
             Stage("shapes-clip", "clip", {"steps": 2, "batch_size": 8, "n_images": 32, "seed": seed, "eval_n": 8}),
             Stage("shapes-captioner", "captioner", {"steps": 2, "crop": False, "eval_n": 8, **small}),
-            Stage("shapes-captioner-crop", "captioner", {"steps": 2, "crop": True, "eval_n": 8, **small})]
+            Stage("shapes-captioner-crop", "captioner", {"steps": 2, "crop": True, "eval_n": 8, **small}),
+            Stage(NOISY, "noisy-captions", {"steps": 2, "wrong_count": 0.5, **small})]
 
 
 def recipe(name: str, root: str | Path | None = None, seed: int = 0) -> list[Stage]:
@@ -117,6 +125,8 @@ def retrain(stages: Sequence[Stage], out_root: str | Path, work_root: str | Path
                 shutil.rmtree(d, ignore_errors=True)
             fresh.add(st.model)
         extra = {"work_dir": work_root / st.model} if st.component == "unet" else {}
+        if st.component == "noisy-captions":  # starts from the shapes-sd trained (or shipped) next to it
+            extra = {"base": out_root / "shapes-sd" if (out_root / "shapes-sd").is_dir() else "shapes-sd"}
         t0 = time.time()
         res = _trainer(st.component)(out_root / st.model, log=log, **st.kwargs, **extra)
         rows.append({"model": st.model, "stage": st.component, "steps": res["steps"],

@@ -46,6 +46,7 @@ def pretrain_noisy_captions(out_dir: str | Path, base: str | Path = "shapes-sd",
 
     Weights are stored in ``stored_dtype`` ("float16" keeps data/models within its 60 MB budget; ``load_generator``
     runs them in float32 on CPU) or "float32"."""
+    from feedbacklab import world
     from feedbacklab.models import data as wdata
     from feedbacklab.models import load_generator
     from feedbacklab.models.generator import _tokenize, encode_latents, train_unet
@@ -63,8 +64,6 @@ def pretrain_noisy_captions(out_dir: str | Path, base: str | Path = "shapes-sd",
     specs = wdata.sample_specs(n_images, seed=seed + 77)
     images = wdata.to_tensor(wdata.render_specs(specs, size=pipe.vae.config.sample_size, seed=seed + 78)[0])
     prompts = miscount_captions(specs, wrong_count, seed=seed + 79)
-    from feedbacklab import world
-
     share_wrong = sum(p != world.prompt(s) for p, s in zip(prompts, specs)) / len(specs)
     mean, std = encode_latents(pipe.vae, images)
     data = {"mean": mean, "std": std, "input_ids": _tokenize(pipe.tokenizer, prompts)}

@@ -395,3 +395,19 @@ def test_models_readme_has_training_record_and_throughput(tmp_path):
     text = models_readme(tmp_path)
     assert "| shapes-sd | UNet + text encoder | 30 | 3 | 11 | 0.001 → 0.0002 | 40.0 | CPU x |" in text
     assert "`python b.py` on CPU x (shared):" in text and "| shapes-clip | scoring | 812.3 | batch 64 |" in text
+
+
+def test_warmup_steps_ramp_the_learning_rate_and_average_the_loss():
+    from feedbacklab.models.training import WarmupSteps
+
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    opt = torch.optim.SGD([w], lr=0.0)
+    lines = []
+    run = WarmupSteps(opt, lr=0.4, warmup=4, steps=3, batch_size=2, label="t", log=lines.append, log_every=2)
+    seen_lr = []
+    while run.running():
+        run(w * 0 + float(run.step + 1))  # losses 1, 2, 3 (no gradient on w)
+        seen_lr.append(opt.param_groups[0]["lr"])
+    assert seen_lr == pytest.approx([0.1, 0.2, 0.3]) and run.step == 3
+    assert run.loss_avg == pytest.approx(0.95 * (0.95 * 1 + 0.05 * 2) + 0.05 * 3)
+    assert len(lines) == 1 and lines[0].startswith("t step 2/3 loss 1.050")

@@ -32,16 +32,21 @@ def _check_name(name_or_path: object) -> str:
     return str(name_or_path)
 
 
+def _resolve(name_or_path: str | Path, kind: str, local_files_only: bool) -> tuple[str, str, bool]:
+    """(name, what ``from_pretrained`` gets: the shipped directory or the name itself, load without network?)."""
+    name = _check_name(name_or_path)
+    shipped = shipped_path(name, kind)
+    target = str(shipped) if shipped else name
+    return name, target, local_files_only or Path(target).is_dir()
+
+
 def load_generator(name_or_path: str | Path = "shapes-sd", device: str | torch.device = "auto",
                    dtype: torch.dtype | None = None, local_files_only: bool = False):
     """A diffusers text-to-image pipeline: shipped name, local directory or hub id, via ``from_pretrained``."""
     from diffusers import DiffusionPipeline
 
-    name = _check_name(name_or_path)
+    name, target, local = _resolve(name_or_path, "generator", local_files_only)
     dev = resolve_device(device)
-    shipped = shipped_path(name, "generator")
-    target = str(shipped) if shipped else name
-    local = local_files_only or Path(target).is_dir()
     try:
         pipe = DiffusionPipeline.from_pretrained(target, dtype=dtype, local_files_only=local)
     except (OSError, ValueError, EnvironmentError) as exc:
@@ -86,11 +91,8 @@ def load_captioner(name_or_path: str | Path = "shapes-captioner", device: str | 
     """A vision-encoder/text-decoder captioner: shipped name, directory or hub id (transformers ``from_pretrained``)."""
     from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
-    name = _check_name(name_or_path)
+    name, target, local = _resolve(name_or_path, "captioner", local_files_only)
     dev = resolve_device(device)
-    shipped = shipped_path(name, "captioner")
-    target = str(shipped) if shipped else name
-    local = local_files_only or Path(target).is_dir()
     try:
         model = VisionEncoderDecoderModel.from_pretrained(target, local_files_only=local).to(dev).eval()
         tok = AutoTokenizer.from_pretrained(target, local_files_only=local)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from feedbacklab.models import data as wdata
 from feedbacklab.models.registry import hardware, update_card
+from feedbacklab.models.training import WarmupSteps
 
 Log = Callable[[str], None]
 SPECIAL = {"pad": "[PAD]", "bos": "[BOS]", "eos": "[EOS]", "unk": "[UNK]"}
@@ -147,8 +148,8 @@ def train_captioner(cap: LoadedCaptioner, steps: int, batch_size: int = 64, n_im
     std = torch.tensor(cap.processor.image_std).view(1, 3, 1, 1)
     model = cap.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    t_train, loss_avg, step = time.time(), float("nan"), 0
-    while step < steps and (time_budget_s is None or time.time() - t_train < time_budget_s):
+    run = WarmupSteps(opt, lr, 100, steps, batch_size, "captioner", log, log_every, time_budget_s)
+    while run.running():
         idx = torch.randint(n_images, (batch_size,), generator=gen)
         x = images[idx]
         if crop:
@@ -156,22 +157,13 @@ def train_captioner(cap: LoadedCaptioner, steps: int, batch_size: int = 64, n_im
             if which.any():
                 x[which] = random_crop(x[which], gen)
         loss = model(pixel_values=(x - mean) / std, labels=labels[idx], decoder_attention_mask=dec_mask[idx]).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100)
-        opt.step()
-        step += 1
-        loss_avg = loss.item() if step == 1 else 0.95 * loss_avg + 0.05 * loss.item()
-        if step % log_every == 0:
-            el = time.time() - t_train
-            log(f"captioner step {step}/{steps} loss {loss_avg:.3f} {batch_size * step / el:.0f} img/s {el:.0f}s")
+        run(loss)
     model.eval()
-    return {"steps": step, "batch_size": batch_size, "n_images": n_images, "lr": lr, "seed": seed,
+    return {"steps": run.step, "batch_size": batch_size, "n_images": n_images, "lr": lr, "seed": seed,
             "augmentation": (f"random crop (side {CROP_SIDE[0]}-{CROP_SIDE[1]} of the image, p={CROP_PROB}), "
                              "caption of the full scene kept") if crop else "none",
             "split": "seen", "family_mix": wdata.FAMILY_MIX, "captions": "world.describe(true scene)",
-            "final_loss": round(loss_avg, 4), "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
+            "final_loss": round(run.loss_avg, 4), "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
 
 
 # ------------------------------------------------------------------------------------ hallucination

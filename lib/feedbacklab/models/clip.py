@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from feedbacklab.models import data as wdata
 from feedbacklab.models.registry import hardware, update_card
+from feedbacklab.models.training import WarmupSteps
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 NAME = "shapes-clip"
@@ -176,8 +177,8 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
     model = clip.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     log(f"clip: {n_images} images rendered in {time.time() - t0:.1f}s")
-    t_train, loss_avg, step = time.time(), float("nan"), 0
-    while step < steps and (time_budget_s is None or time.time() - t_train < time_budget_s):
+    run = WarmupSteps(opt, lr, 100, steps, batch_size, "clip", log, log_every, time_budget_s)
+    while run.running():
         idx = torch.randint(n_images, (batch_size,), generator=gen).tolist()
         batch = np.stack([corrupt_image(images[i], scenes[i], rng) if rng.random() < corrupt_prob else images[i]
                           for i in idx])
@@ -195,23 +196,14 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
         if k > 0:
             hard_logits = scale * torch.cat([(img * pos).sum(-1, keepdim=True), torch.einsum("bd,bkd->bk", img, neg)], 1)
             loss = loss + F.cross_entropy(hard_logits, torch.zeros(batch_size, dtype=torch.long))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100)
-        opt.step()
-        step += 1
-        loss_avg = loss.item() if step == 1 else 0.95 * loss_avg + 0.05 * loss.item()
-        if step % log_every == 0:
-            el = time.time() - t_train
-            log(f"clip step {step}/{steps} loss {loss_avg:.3f} {batch_size * step / el:.0f} img/s {el:.0f}s")
+        run(loss)
     model.eval()
     from feedbacklab.world import corrupt
 
-    return {"steps": step, "batch_size": batch_size, "n_images": n_images, "lr": lr, "corrupt_prob": corrupt_prob,
+    return {"steps": run.step, "batch_size": batch_size, "n_images": n_images, "lr": lr, "corrupt_prob": corrupt_prob,
             "corruptions": list(corrupt.PHOTOMETRIC + corrupt.ARTIFACT_KINDS) + ["strength ~ U(0.2, 1)"],
             "hard_negatives": hard_negatives, "seed": seed, "split": "seen", "family_mix": wdata.FAMILY_MIX,
-            "final_loss": round(loss_avg, 4), "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
+            "final_loss": round(run.loss_avg, 4), "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
 
 
 def pretrain_clip(out_dir: str | Path, steps: int = 3000, batch_size: int = 128, n_images: int = 20_000,

@@ -227,3 +227,47 @@ def comparison_grid(rows: dict[str, np.ndarray], titles: Sequence[str], marks: d
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def consolidated_preference(rankings: Sequence[Any]) -> dict[str, float]:
+    """Item id → minus its mean rank over the annotators who ranked it (higher = preferred; the paper's human order)."""
+    ranks: dict[str, list[int]] = {}
+    for ranking in rankings:
+        for item, rank in zip(ranking.item_ids, ranking.ranks):
+            ranks.setdefault(item, []).append(rank)
+    if not ranks:
+        raise ValueError("consolidated_preference needs at least one ranking")
+    return {item: -float(np.mean(r)) for item, r in ranks.items()}
+
+
+def best_of_n(scores: Any, records: Sequence[dict[str, Any]], ns: Sequence[int], groups: Sequence[Any] | None = None
+              ) -> "pd.DataFrame":
+    """True quality of the image a reward selects among the first n images of each prompt, for each n.
+
+    One row per n: ``aligned`` and ``artifact`` rates of the top-scored image, averaged over prompts (ties:
+    the first). ``scores=None`` gives random choice in expectation (the mean over the n images)."""
+    import pandas as pd
+
+    groups = [r["prompt"] for r in records] if groups is None else list(groups)
+    if len(groups) != len(records):
+        raise ValueError(f"{len(groups)} groups for {len(records)} records")
+    s = None if scores is None else np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=float)
+    if s is not None and s.shape != (len(records),):
+        raise ValueError(f"scores have shape {s.shape}; need one per record ({len(records)})")
+    members: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    aligned = np.array([float(r["aligned"]) for r in records])
+    artifact = np.array([float(r["n_artifacts"] > 0) for r in records])
+    rows = []
+    for n in ns:
+        if n < 1 or any(len(m) < n for m in members.values()):
+            raise ValueError(f"n = {n}: every prompt needs at least n >= 1 images (fewest: {min(map(len, members.values()))})")
+        picks = [np.asarray(m[:n]) for m in members.values()]
+        if s is None:
+            rows.append({"n": n, "aligned": np.mean([aligned[p].mean() for p in picks]),
+                         "artifact": np.mean([artifact[p].mean() for p in picks])})
+        else:
+            best = [p[int(np.argmax(s[p]))] for p in picks]
+            rows.append({"n": n, "aligned": aligned[best].mean(), "artifact": artifact[best].mean()})
+    return pd.DataFrame(rows).set_index("n")

@@ -232,3 +232,36 @@ def split_indices(records: Sequence[dict[str, Any]], heldout_prompt_fraction: fl
     n_val = int(round(val_fraction * len(rest)))
     return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]),
             "heldout_prompts": np.array([i for i, r in enumerate(records) if r["prompt"] in held], dtype=int)}
+
+
+def group_sizes(n_groups: int, k_range: tuple[int, int] = (4, 9), seed: int = 0) -> list[int]:
+    """A number of images per ranked group, uniform in ``k_range`` (ImageReward: 4–9 images per prompt)."""
+    lo, hi = (int(k) for k in k_range)
+    if not 2 <= lo <= hi:
+        raise ValueError(f"k_range must be (lo, hi) with 2 <= lo <= hi, got {k_range}")
+    return [int(k) for k in np.random.default_rng([seed, 7]).integers(lo, hi + 1, size=n_groups)]
+
+
+def rank_feedback_set(fs: FeedbackSet, panel: Any, sizes: Sequence[int] | None = None) -> tuple[list, np.ndarray]:
+    """The panel ranks the first ``sizes[i]`` images of each prompt of ``fs`` on overall quality (``Panel.rank``).
+
+    Returns every annotator's ``Ranking`` (item ids are the records' ``item_id``) and the indices of the ranked
+    images in ``fs``. ``sizes`` defaults to every image of each prompt."""
+    from feedbacklab import world
+
+    by_prompt: dict[int, list[int]] = {}
+    for n, r in enumerate(fs.records):
+        by_prompt.setdefault(r["prompt_index"], []).append(n)
+    groups = list(by_prompt.values())
+    sizes = [len(g) for g in groups] if sizes is None else list(sizes)
+    if len(sizes) != len(groups):
+        raise ValueError(f"got {len(sizes)} group sizes for {len(groups)} prompts")
+    rankings, used = [], []
+    for members, k in zip(groups, sizes):
+        if not 2 <= k <= len(members):
+            raise ValueError(f"a group of {k} images: need 2 <= k <= {len(members)} (the images generated per prompt)")
+        chosen = members[:k]
+        judgements = [world.judge(fs.records[i]["prompt"], fs.images[i]) for i in chosen]
+        rankings += panel.rank(judgements, [fs.records[i]["item_id"] for i in chosen])
+        used += chosen
+    return rankings, np.array(used, dtype=int)

@@ -173,3 +173,19 @@ def test_group_sizes_and_rank_feedback_set():
     assert set(rankings[0].item_ids) == {"it0", "it1"}
     with pytest.raises(ValueError, match="2 <= k <= 3"):
         rank_feedback_set(fs, make_panel(2, seed=0), [4, 2])
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    rankings, images = brightness_rankings(8, 4, seed=3)
+    val_rankings, val_images = brightness_rankings(4, 4, seed=4)
+    reward = load_reward("imagereward", device="cpu")
+    history = fit_ranking_reward(reward, rankings, images, RankingTrainConfig(epochs=4, learning_rate=1e-3),
+                                 progress=False, val_rankings=val_rankings, val_images=val_images)
+    assert history[0]["epoch"] == -1 and len(history) == 5
+    best = max(history, key=lambda h: h["val_pair_accuracy"])
+    assert reward.config.best_epoch == best["epoch"]
+    from feedbacklab.rewards.pairwise import stack_images
+    from feedbacklab.rewards.ranking import _cached_bottom, _pair_accuracy
+    pairs = PairIndex.from_rankings(val_rankings, val_images)
+    cached = _cached_bottom(reward, pairs, stack_images(val_images, pairs.item_ids))
+    assert _pair_accuracy(reward, cached, pairs) == pytest.approx(best["val_pair_accuracy"])

@@ -45,6 +45,7 @@ class RankingRewardConfig:
     dropout: float = 0.1
     mean: float = 0.0                     # standardisation, set by fit_ranking_reward from the training images
     std: float = 1.0
+    best_epoch: int | None = None         # the epoch early stopping kept (−1: the untrained similarity), if any
 
     def __post_init__(self):
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -220,16 +221,31 @@ class RankingReward(RewardModel):
         self.tokens.eval()
         return (self.raw_score(prompts, images) - self.config.mean) / self.config.std
 
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every weight that training changes: fusion, MLP, similarity scale and the backbone's top layers."""
+        state = {f"scorer.{k}": v for k, v in self.scorer.state_dict().items()}
+        state["similarity_scale"] = self.similarity_scale
+        state.update({f"clip.{k}": v for k, v in self.tokens.trainable_state().items()})
+        return {k: v.detach() for k, v in state.items()}
+
+    def load_trainable_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`trainable_state` (checks that every trained backbone layer is there)."""
+        self.scorer.load_state_dict({k[len("scorer."):]: v for k, v in state.items() if k.startswith("scorer.")})
+        self.similarity_scale.data.copy_(state["similarity_scale"])
+        clip_state = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
+        missing = set(self.tokens.trainable_state()) - set(clip_state)
+        if missing:
+            raise ValueError(f"the saved state lacks trained backbone layers {sorted(missing)[:3]}: saved with another "
+                             "freeze_fraction or backbone?")
+        self.tokens.model.load_state_dict(clip_state, strict=False)
+
     def save(self, path: str | Path) -> Path:
         """``reward_config.json`` + ``ranking_reward.safetensors`` (fusion, MLP and the backbone's trained layers)."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {f"scorer.{k}": v for k, v in self.scorer.state_dict().items()}
-        state["similarity_scale"] = self.similarity_scale
-        state.update({f"clip.{k}": v for k, v in self.tokens.trainable_state().items()})
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, path / WEIGHTS_FILE)
+        save_file({k: v.cpu().contiguous() for k, v in self.trainable_state().items()}, path / WEIGHTS_FILE)
         (path / CONFIG_FILE).write_text(json.dumps({"kind": self.name, "config": asdict(self.config)}, indent=2))
         return path
 
@@ -243,15 +259,7 @@ class RankingReward(RewardModel):
             raise FileNotFoundError(f"{path} is not a saved ranking reward (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
         config = RankingRewardConfig(**json.loads((path / CONFIG_FILE).read_text())["config"])
         reward = cls(_own_backbone(clip if clip is not None else config.clip, device), config)
-        state = load_file(path / WEIGHTS_FILE, device=str(reward.backbone.mean.device))
-        reward.scorer.load_state_dict({k[len("scorer."):]: v for k, v in state.items() if k.startswith("scorer.")})
-        reward.similarity_scale.data.copy_(state["similarity_scale"])
-        clip_state = {k[len("clip."):]: v for k, v in state.items() if k.startswith("clip.")}
-        missing = set(reward.tokens.trainable_state()) - set(clip_state)
-        if missing:
-            raise ValueError(f"{path / WEIGHTS_FILE} lacks trained backbone layers {sorted(missing)[:3]}…: saved "
-                             "with another freeze_fraction or backbone?")
-        reward.tokens.model.load_state_dict(clip_state, strict=False)
+        reward.load_trainable_state(load_file(path / WEIGHTS_FILE, device=str(reward.backbone.mean.device)))
         return reward.eval()
 
 
@@ -304,16 +312,37 @@ def _cached_bottom(reward: RankingReward, pairs: PairIndex, images: torch.Tensor
     return image_hidden, text_hidden, ids, prompt_of
 
 
+def _pair_accuracy(reward: RankingReward, cached: tuple, pairs: PairIndex) -> float:
+    """Share of ``pairs`` the reward orders right, from cached frozen-layer outputs."""
+    image_hidden, text_hidden, ids, prompt_of = cached
+    reward.eval()
+    with torch.no_grad():
+        raw = torch.cat([reward.raw_from_hidden(image_hidden[i : i + 256], text_hidden[prompt_of[i : i + 256]],
+                                                ids[prompt_of[i : i + 256]]) for i in range(0, len(image_hidden), 256)])
+    win, lose = pairs.win.to(raw.device), pairs.lose.to(raw.device)
+    return float((raw[win] > raw[lose]).float().mean())
+
+
 def fit_ranking_reward(reward: RankingReward, rankings: Sequence, images: Mapping[str, torch.Tensor],
-                       config: RankingTrainConfig | None = None, progress: bool = True) -> list[dict[str, float]]:
+                       config: RankingTrainConfig | None = None, progress: bool = True,
+                       val_rankings: Sequence | None = None, val_images: Mapping[str, torch.Tensor] | None = None
+                       ) -> list[dict[str, float]]:
     """Train ``reward`` on every ordered pair of ``rankings`` (``Ranking`` records), then standardise its scores.
 
-    ``images`` maps each ranked item id to a float (3, H, W) image in [0, 1]. Returns per-epoch loss and
-    training pair accuracy; sets ``reward.config.mean``/``std`` from the training images' raw scores."""
+    ``images`` maps each ranked item id to a float (3, H, W) image in [0, 1]. With ``val_rankings`` (other
+    prompts' rankings, images in ``val_images``) the weights of the epoch with the best validation pair accuracy
+    are kept — epoch −1, the untrained CLIP similarity, included — i.e. early stopping. Returns per-epoch loss
+    and pair accuracies; sets ``reward.config.mean``/``std`` from the training images' raw scores."""
+    import copy
+
     from tqdm.auto import trange
 
     config = config or RankingTrainConfig()
     pairs = PairIndex.from_rankings(rankings, images)
+    val = None
+    if val_rankings is not None:
+        val_pairs = PairIndex.from_rankings(val_rankings, val_images)
+        val = (_cached_bottom(reward, val_pairs, stack_images(val_images, val_pairs.item_ids)), val_pairs)
     device = reward.backbone.mean.device
     stacked = stack_images(images, pairs.item_ids)
     torch.manual_seed(config.seed)
@@ -326,9 +355,12 @@ def fit_ranking_reward(reward: RankingReward, rankings: Sequence, images: Mappin
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     win, lose, group = pairs.win.to(device), pairs.lose.to(device), pairs.group.to(device)
     n_groups = int(group.max()) + 1
-    history = []
-    reward.train()
+    history, best = [], None
+    if val is not None:
+        best = (_pair_accuracy(reward, *val), -1, copy.deepcopy(reward.trainable_state()))
+        history.append({"epoch": -1, "loss": float("nan"), "pair_accuracy": float("nan"), "val_pair_accuracy": best[0]})
     for epoch in trange(config.epochs, desc="ranking reward", disable=not progress):
+        reward.train()
         order = torch.randperm(n_groups, generator=gen).to(device)
         total, correct = 0.0, 0.0
         for start in range(0, n_groups, config.batch_size):
@@ -345,6 +377,13 @@ def fit_ranking_reward(reward: RankingReward, rankings: Sequence, images: Mappin
             total += float(loss.detach()) * len(r_win)
             correct += float((r_win > r_lose).sum())
         history.append({"epoch": epoch, "loss": total / len(pairs), "pair_accuracy": correct / len(pairs)})
+        if val is not None:
+            history[-1]["val_pair_accuracy"] = _pair_accuracy(reward, *val)
+            if history[-1]["val_pair_accuracy"] > best[0]:
+                best = (history[-1]["val_pair_accuracy"], epoch, copy.deepcopy(reward.trainable_state()))
+    if best is not None:
+        reward.load_trainable_state(best[2])
+        reward.config.best_epoch = best[1]
     reward.eval()
     with torch.no_grad():
         raw = torch.cat([reward.raw_from_hidden(image_hidden[i : i + 256], text_hidden[prompt_of[i : i + 256]],

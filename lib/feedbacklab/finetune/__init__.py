@@ -1,9 +1,11 @@
 """Generator fine-tuning from feedback. ``reward_weighted``: Lee et al. (2023)'s reward-weighted likelihood;
+``refl``: Xu et al. (2023)'s ReFL, backpropagating a differentiable reward through one denoising step;
 ``data``: the pre-training pairs (D_pre) that keep a fine-tuned model close to its prior."""
 from .data import pretraining_pairs
+from .refl import ReFLConfig, refl_finetune, refl_loss
 from .reward_weighted import (FinetuneResult, RewardWeightedConfig, denoising_loss, encode_latents, encode_prompts,
                               reward_weighted_finetune, reward_weighted_loss, sample_latents, save_finetuned)
 
-__all__ = ["FinetuneResult", "RewardWeightedConfig", "denoising_loss", "encode_latents", "encode_prompts",
-           "pretraining_pairs", "reward_weighted_finetune", "reward_weighted_loss", "sample_latents",
-           "save_finetuned"]
+__all__ = ["FinetuneResult", "ReFLConfig", "RewardWeightedConfig", "denoising_loss", "encode_latents",
+           "encode_prompts", "pretraining_pairs", "refl_finetune", "refl_loss", "reward_weighted_finetune",
+           "reward_weighted_loss", "sample_latents", "save_finetuned"]

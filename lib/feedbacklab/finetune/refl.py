@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from feedbacklab.device import resolve_device
-from feedbacklab.finetune.reward_weighted import (MIXED_PRECISION, FinetuneResult, _add_lora, _autocast,
+from feedbacklab.finetune.options import UNetOptions
+from feedbacklab.finetune.reward_weighted import (FinetuneResult, _add_lora, _autocast,
                                                   denoising_loss, encode_latents, encode_prompts, sample_latents,
                                                   save_finetuned)
 
@@ -31,7 +32,7 @@ RewardFn = Callable[[Sequence[str], torch.Tensor], torch.Tensor]  # (prompts, (B
 
 
 @dataclass
-class ReFLConfig:
+class ReFLConfig(UNetOptions):
     """Hyper-parameters of ReFL; defaults are the official ImageReward ``ReFL.py`` unless noted."""
 
     num_inference_steps: int = 40          # DDIM sampling steps (official: 40)
@@ -49,15 +50,9 @@ class ReFLConfig:
     uncond_prob: float = 0.1               # pre-training term: drop the prompt ("") so guidance keeps working
     max_grad_norm: float = 1.0             # (official)
     ema_decay: float | None = None         # EMA of the trained weights (diffusers' EMAModel, warm-up); None: off (official)
-    use_lora: bool = False                 # train a LoRA adapter (peft) instead of every UNet weight
-    lora_rank: int = 4
-    lora_alpha: int = 4
-    lora_target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    mixed_precision: str = "auto"          # "auto": bf16 (or fp16) on CUDA, full precision elsewhere
-    device: str = "auto"                   # CUDA → MPS → CPU
-    seed: int = 0
 
     def __post_init__(self):
+        self.check_unet_options()
         if self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if not 0 <= self.t_min <= self.t_max < self.num_inference_steps:
@@ -75,9 +70,6 @@ class ReFLConfig:
             raise ValueError(f"uncond_prob must be in [0, 1), got {self.uncond_prob}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        self.lora_target_modules = tuple(self.lora_target_modules)
 
 
 def refl_loss(rewards: torch.Tensor, phi: float, lambda_refl: float) -> torch.Tensor:

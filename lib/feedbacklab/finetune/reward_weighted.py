@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from feedbacklab.device import resolve_device
+from feedbacklab.finetune.options import UNetOptions
 
-MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
 
 @dataclass
-class RewardWeightedConfig:
+class RewardWeightedConfig(UNetOptions):
     """Hyper-parameters of reward-weighted fine-tuning; defaults suit the tiny ShapesWorld generator."""
 
     beta: float = 1.0                      # weight of the pre-training denoising term (0 = no D_pre term)
@@ -37,28 +37,19 @@ class RewardWeightedConfig:
     ema_decay: float | None = 0.99         # return an EMA of the weights (diffusers' --use_ema; the base UNet is an EMA too);
                                            # without it artifacts rose 6.9% → 9.7% (scripts/lee2023_finetune_sweep.py); None: off
     weight_decay: float = 0.0
-    use_lora: bool = False                 # train a LoRA adapter (peft) instead of every UNet weight
-    lora_rank: int = 4
-    lora_alpha: int = 4
-    lora_target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    mixed_precision: str = "auto"          # "auto": bf16 (or fp16) on CUDA, full precision elsewhere
-    device: str = "auto"                   # CUDA → MPS → CPU
-    seed: int = 0
 
     def __post_init__(self):
+        self.check_unet_options()
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.learning_rate <= 0 or self.epochs < 1 or self.batch_size < 1 or self.pretrain_batch_size < 1:
             raise ValueError("learning_rate must be > 0; epochs, batch_size and pretrain_batch_size >= 1")
         if not 0.0 <= self.uncond_prob < 1.0:
             raise ValueError(f"uncond_prob must be in [0, 1), got {self.uncond_prob}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.reward_clip is not None:
             self.reward_clip = tuple(float(v) for v in self.reward_clip)
             if len(self.reward_clip) != 2 or self.reward_clip[0] > self.reward_clip[1]:
                 raise ValueError(f"reward_clip must be (low, high) with low <= high or None, got {self.reward_clip}")
-        self.lora_target_modules = tuple(self.lora_target_modules)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         lo, hi = (float(v) for v in self.timestep_range)

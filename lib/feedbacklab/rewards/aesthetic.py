@@ -6,7 +6,6 @@ same ranking pairs with the same loss as the ranking reward (``rewards.pairwise`
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,7 +17,7 @@ from .base import RewardModel, check_score_inputs
 from .clip_backbone import ClipBackbone
 from .pairwise import PairIndex, pairwise_loss, stack_images
 from .ranking import RankingTrainConfig
-from .registry import CONFIG_FILE, register
+from .registry import read_saved, register, write_saved
 
 WEIGHTS_FILE = "aesthetic_head.safetensors"
 
@@ -66,24 +65,16 @@ class AestheticReward(RewardModel):
         return (self.head(self.backbone.embed_images(images)).squeeze(-1) - self.config.mean) / self.config.std
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, path / WEIGHTS_FILE)
-        (path / CONFIG_FILE).write_text(json.dumps({"kind": self.name, "config": asdict(self.config)}, indent=2))
-        return path
+        """``reward_config.json`` + the head's weights (CLIP is referenced by name)."""
+        return write_saved(path, self.name, asdict(self.config), self.head.state_dict(), WEIGHTS_FILE)
 
     @classmethod
     def load(cls, path: str | Path, clip: Any = None, device: str = "auto") -> "AestheticReward":
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a saved aesthetic reward (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        config = AestheticConfig(**json.loads((path / CONFIG_FILE).read_text())["config"])
+        """Read a reward saved by :meth:`save`; ``clip`` overrides the CLIP named in its config."""
+        config, state = read_saved(path, "aesthetic", WEIGHTS_FILE)
+        config = AestheticConfig(**config)
         reward = cls(ClipBackbone.resolve(clip if clip is not None else config.clip, device), config)
-        reward.head.load_state_dict(load_file(path / WEIGHTS_FILE, device=str(reward.backbone.mean.device)))
+        reward.head.load_state_dict(state)
         return reward.eval()
 
 

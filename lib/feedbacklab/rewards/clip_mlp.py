@@ -7,7 +7,6 @@ CLIP is frozen, so image embeddings are computed once per image and the MLP trai
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,7 +16,7 @@ from torch import nn
 
 from .base import RewardModel, check_score_inputs
 from .clip_backbone import ClipBackbone
-from .registry import CONFIG_FILE, register
+from .registry import read_saved, register, write_saved
 
 WEIGHTS_FILE = "head.safetensors"
 FEATURES = ("concat", "concat_product")
@@ -102,26 +101,15 @@ class ClipMLPReward(RewardModel):
 
     def save(self, path: str | Path) -> Path:
         """Write ``reward_config.json`` and the head's ``head.safetensors`` (CLIP is referenced by name)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, path / WEIGHTS_FILE)
-        (path / CONFIG_FILE).write_text(json.dumps({"kind": self.name, "config": asdict(self.config)}, indent=2))
-        return path
+        return write_saved(path, self.name, asdict(self.config), self.head.state_dict(), WEIGHTS_FILE)
 
     @classmethod
     def load(cls, path: str | Path, clip: Any = None, device: str = "auto") -> "ClipMLPReward":
         """Read a reward saved by :meth:`save`; ``clip`` overrides the CLIP named in its config."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a saved clip-mlp reward (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        config = ClipMLPConfig(**json.loads((path / CONFIG_FILE).read_text())["config"])
-        backbone = ClipBackbone.resolve(clip if clip is not None else config.clip, device)
-        reward = cls(backbone, config)
-        reward.head.load_state_dict(load_file(path / WEIGHTS_FILE, device=str(backbone.mean.device)))
+        config, state = read_saved(path, "clip-mlp", WEIGHTS_FILE)
+        config = ClipMLPConfig(**config)
+        reward = cls(ClipBackbone.resolve(clip if clip is not None else config.clip, device), config)
+        reward.head.load_state_dict(state)
         return reward.eval()
 
 

@@ -14,7 +14,6 @@ respect to the images (ReFL needs that).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import nn
 from .base import RewardModel, check_score_inputs
 from .clip_backbone import ClipBackbone
 from .pairwise import PairIndex, pairwise_loss, stack_images
-from .registry import CONFIG_FILE, register
+from .registry import read_saved, register, write_saved
 
 WEIGHTS_FILE = "ranking_reward.safetensors"
 
@@ -241,25 +240,15 @@ class RankingReward(RewardModel):
 
     def save(self, path: str | Path) -> Path:
         """``reward_config.json`` + ``ranking_reward.safetensors`` (fusion, MLP and the backbone's trained layers)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.cpu().contiguous() for k, v in self.trainable_state().items()}, path / WEIGHTS_FILE)
-        (path / CONFIG_FILE).write_text(json.dumps({"kind": self.name, "config": asdict(self.config)}, indent=2))
-        return path
+        return write_saved(path, self.name, asdict(self.config), self.trainable_state(), WEIGHTS_FILE)
 
     @classmethod
     def load(cls, path: str | Path, clip: Any = None, device: str = "auto") -> "RankingReward":
         """Read a reward saved by :meth:`save`; the backbone named in its config is loaded and its top layers replaced."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a saved ranking reward (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        config = RankingRewardConfig(**json.loads((path / CONFIG_FILE).read_text())["config"])
+        config, state = read_saved(path, "ranking", WEIGHTS_FILE)
+        config = RankingRewardConfig(**config)
         reward = cls(_own_backbone(clip if clip is not None else config.clip, device), config)
-        reward.load_trainable_state(load_file(path / WEIGHTS_FILE, device=str(reward.backbone.mean.device)))
+        reward.load_trainable_state({k: v.to(reward.backbone.mean.device) for k, v in state.items()})
         return reward.eval()
 
 

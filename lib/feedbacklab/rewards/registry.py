@@ -49,3 +49,24 @@ def load_reward(name_or_path: str | Path, **kwargs) -> RewardModel:
             f"unknown reward {str(name_or_path)!r}: not a registered name and not a directory with {CONFIG_FILE}; "
             f"registered: {list_rewards()}")
     return _FACTORIES[str(name_or_path)](**kwargs)
+
+
+def write_saved(path: str | Path, kind: str, config: dict, tensors: dict, weights_file: str) -> Path:
+    """Write a reward directory: ``reward_config.json`` (``kind`` + config) and its tensors as safetensors."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path / weights_file)
+    (path / CONFIG_FILE).write_text(json.dumps({"kind": kind, "config": config}, indent=2))
+    return path
+
+
+def read_saved(path: str | Path, kind: str, weights_file: str, device: str = "cpu") -> tuple[dict, dict]:
+    """Read what :func:`write_saved` wrote: (config dict, tensors on ``device``); a clear error if files are missing."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() or not (path / weights_file).is_file():
+        raise FileNotFoundError(f"{path} is not a saved {kind} reward (needs {CONFIG_FILE} and {weights_file})")
+    return json.loads((path / CONFIG_FILE).read_text())["config"], load_file(path / weights_file, device=str(device))

@@ -22,10 +22,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from feedbacklab.device import resolve_device
 from feedbacklab.finetune.options import UNetOptions
-from feedbacklab.finetune.reward_weighted import (FinetuneResult, _add_lora, _autocast,
-                                                  denoising_loss, encode_latents, encode_prompts, sample_latents,
+from feedbacklab.finetune.reward_weighted import (FinetuneResult, denoising_loss, encode_latents, encode_prompts,
+                                                  optimizer_step, prepare_unet_training, sample_latents,
                                                   save_finetuned)
 
 RewardFn = Callable[[Sequence[str], torch.Tensor], torch.Tensor]  # (prompts, (B, 3, H, W) in [0, 1]) → (B,)
@@ -106,20 +105,8 @@ def refl_finetune(pipe: Any, prompts: Sequence[str], reward_fn: RewardFn, pretra
     config = config or ReFLConfig()
     prompts = list(prompts)
     _validate(prompts, reward_fn, pretrain_images, pretrain_prompts, config)
-    device = resolve_device(config.device)
-    amp_dtype, use_scaler = _autocast(device, config.mixed_precision)
-    gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-
-    pipe.to(device)
-    pipe.vae.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
+    device, amp_dtype, use_scaler, gen, params = prepare_unet_training(pipe, config)
     unet, vae = pipe.unet, pipe.vae
-    if config.use_lora:
-        params = _add_lora(unet, config)
-    else:  # trainable weights stay fp32 (autocast supplies the mixed precision), as in diffusers' training scripts
-        unet.to(torch.float32).requires_grad_(True)
-        params = list(unet.parameters())
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(config.num_inference_steps, device=device)
     n_train_t = scheduler.config.num_train_timesteps
@@ -180,14 +167,7 @@ def refl_finetune(pipe: Any, prompts: Sequence[str], reward_fn: RewardFn, pretra
                 pre_loss = denoising_loss(unet, scheduler, x, text[z.to(device)], noise, timesteps).mean()
             loss = loss + config.beta * pre_loss
         if config.beta > 0 or bool((rewards < config.phi).any()):  # else every hinge is off: no gradient, no step
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            if ema is not None:
-                ema.step(params)
+            optimizer_step(loss, opt, scaler, params, config.max_grad_norm, ema)
         history.append({"step": step, "t": t_idx, "loss": loss.item(), "refl_loss": reward_loss.item(),
                         "reward": rewards.mean().item(),
                         "pretrain_loss": pre_loss.item() if pre_loss is not None else float("nan")})

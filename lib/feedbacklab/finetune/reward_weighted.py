@@ -139,6 +139,36 @@ def _add_lora(unet: torch.nn.Module, config: RewardWeightedConfig) -> list[torch
     return params
 
 
+def prepare_unet_training(pipe: Any, config: Any) -> tuple[torch.device, torch.dtype | None, bool, torch.Generator, list]:
+    """Seed, move ``pipe`` to the config's device, freeze VAE and text encoder, and make the UNet (or a LoRA
+    adapter) trainable; returns (device, autocast dtype, use grad scaler, CPU generator, trainable params)."""
+    device = resolve_device(config.device)
+    amp_dtype, use_scaler = _autocast(device, config.mixed_precision)
+    gen = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    pipe.to(device)
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    if config.use_lora:
+        params = _add_lora(pipe.unet, config)
+    else:  # trainable weights stay fp32 (autocast supplies the mixed precision), as in diffusers' training scripts
+        pipe.unet.to(torch.float32).requires_grad_(True)
+        params = list(pipe.unet.parameters())
+    return device, amp_dtype, use_scaler, gen, params
+
+
+def optimizer_step(loss: torch.Tensor, opt: Any, scaler: Any, params: list, max_grad_norm: float, ema: Any = None) -> None:
+    """Backward (grad-scaled on CUDA fp16), clip the gradient norm, step, and update the EMA when there is one."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    scaler.step(opt)
+    scaler.update()
+    if ema is not None:
+        ema.step(params)
+
+
 def save_finetuned(pipe: Any, output_dir: str | Path, config: RewardWeightedConfig) -> Path:
     """Full fine-tuning: ``pipe.save_pretrained``; LoRA: only the adapter via ``save_lora_weights``."""
     out = Path(output_dir)
@@ -173,20 +203,8 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
                          f"{n} prompts, rewards {tuple(torch.as_tensor(rewards).shape)}")
     if config.beta > 0 and (pretrain_images is None or pretrain_prompts is None or len(pretrain_prompts) == 0):
         raise ValueError("beta > 0 needs pretrain_images and pretrain_prompts (D_pre); pass them or set beta=0")
-    device = resolve_device(config.device)
-    amp_dtype, use_scaler = _autocast(device, config.mixed_precision)
-    gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-
-    pipe.to(device)
-    pipe.vae.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
+    device, amp_dtype, use_scaler, gen, params = prepare_unet_training(pipe, config)
     unet = pipe.unet
-    if config.use_lora:
-        params = _add_lora(unet, config)
-    else:  # trainable weights stay fp32 (autocast supplies the mixed precision), as in diffusers' training scripts
-        unet.to(torch.float32).requires_grad_(True)
-        params = list(unet.parameters())
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
     r = torch.as_tensor(rewards, dtype=torch.float32)
@@ -238,14 +256,7 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
             pre_losses = batch_loss(sample_latents(*(x[p.to(x.device)] for x in x_pre), scale, gen), z_pre[p])
         loss = reward_weighted_loss(model_losses, weights, pre_losses, config.beta)
         if loss.requires_grad:  # False only when every weight in the batch is 0 and beta == 0
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            if ema is not None:
-                ema.step(params)
+            optimizer_step(loss, opt, scaler, params, config.max_grad_norm, ema)
         history.append({"step": step, "loss": loss.item(), "weighted_model_loss": (weights * model_losses).mean().item(),
                         "model_loss": model_losses[mask].mean().item() if len(keep) else float("nan"),
                         "pretrain_loss": pre_losses.mean().item() if pre_losses is not None else float("nan")})

@@ -301,13 +301,19 @@ def _cached_bottom(reward: RankingReward, pairs: PairIndex, images: torch.Tensor
     return image_hidden, text_hidden, ids, prompt_of
 
 
-def _pair_accuracy(reward: RankingReward, cached: tuple, pairs: PairIndex) -> float:
-    """Share of ``pairs`` the reward orders right, from cached frozen-layer outputs."""
+def _cached_scores(reward: RankingReward, cached: tuple, batch_size: int = 256) -> torch.Tensor:
+    """Unstandardised scores (N,) of every cached image under its prompt, in eval mode and without gradient."""
     image_hidden, text_hidden, ids, prompt_of = cached
     reward.eval()
     with torch.no_grad():
-        raw = torch.cat([reward.raw_from_hidden(image_hidden[i : i + 256], text_hidden[prompt_of[i : i + 256]],
-                                                ids[prompt_of[i : i + 256]]) for i in range(0, len(image_hidden), 256)])
+        return torch.cat([reward.raw_from_hidden(image_hidden[i : i + batch_size], text_hidden[prompt_of[i : i + batch_size]],
+                                                 ids[prompt_of[i : i + batch_size]])
+                          for i in range(0, len(image_hidden), batch_size)])
+
+
+def _pair_accuracy(reward: RankingReward, cached: tuple, pairs: PairIndex) -> float:
+    """Share of ``pairs`` the reward orders right, from cached frozen-layer outputs."""
+    raw = _cached_scores(reward, cached)
     win, lose = pairs.win.to(raw.device), pairs.lose.to(raw.device)
     return float((raw[win] > raw[lose]).float().mean())
 
@@ -373,10 +379,7 @@ def fit_ranking_reward(reward: RankingReward, rankings: Sequence, images: Mappin
     if best is not None:
         reward.load_trainable_state(best[2])
         reward.config.best_epoch = best[1]
-    reward.eval()
-    with torch.no_grad():
-        raw = torch.cat([reward.raw_from_hidden(image_hidden[i : i + 256], text_hidden[prompt_of[i : i + 256]],
-                                                ids[prompt_of[i : i + 256]]) for i in range(0, len(stacked), 256)])
+    raw = _cached_scores(reward, (image_hidden, text_hidden, ids, prompt_of))
     reward.config.mean, reward.config.std = float(raw.mean()), float(raw.std().clamp_min(1e-6))
     if not math.isfinite(reward.config.mean):
         raise FloatingPointError("ranking reward training diverged: non-finite scores")

@@ -46,6 +46,7 @@ from .consolidate import (
     points_heatmap,
     ranking_pairs,
 )
+from .rich import MAP_KINDS, RichLabel, consolidate_rich, stack_labels
 from .records import (
     POINT_KINDS,
     RECORD_TYPES,
@@ -65,4 +66,4 @@ from .records import (
 )
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in {"agreement", "annotators", "consolidate", "records"}]
+           and name not in {"agreement", "annotators", "consolidate", "records", "rich"}]

@@ -271,3 +271,44 @@ def best_of_n(scores: Any, records: Sequence[dict[str, Any]], ns: Sequence[int],
             best = [p[int(np.argmax(s[p]))] for p in picks]
             rows.append({"n": n, "aligned": aligned[best].mean(), "artifact": artifact[best].mean()})
     return pd.DataFrame(rows).set_index("n")
+
+
+def rich_feedback_metrics(pred: dict[str, Any], labels: Sequence[Any], maps: Sequence[str] | None = None
+                          ) -> dict[str, float]:
+    """RichHF Tables 1-3 for one model's predictions (``RAHF.predict`` / ``RichCNN.predict`` output, or any
+    dict with ``scores`` (N, 4) and/or ``heatmaps`` {kind: (N, H, W)} and/or ``keywords``) against ``RichLabel``s.
+
+    Scores: PLCC and SRCC per aspect. Heatmaps: MSE on all items and on items with an empty ground truth;
+    NSS, KLD, AUC-Judd, SIM and CC averaged over items with a non-empty one. Keywords: pooled token-level
+    precision, recall and F1 of the misaligned class. Keys are ``<aspect>_plcc``, ``<kind>_cc``, ``keyword_f1``…"""
+    from feedbacklab import metrics as M
+    from feedbacklab.feedback.records import SCORE_ASPECTS
+    from feedbacklab.feedback.rich import MAP_KINDS
+
+    out: dict[str, float] = {}
+    if pred.get("scores") is not None:
+        scores = np.asarray(pred["scores"], dtype=float)
+        if scores.shape != (len(labels), len(SCORE_ASPECTS)):
+            raise ValueError(f"scores have shape {scores.shape}; need ({len(labels)}, {len(SCORE_ASPECTS)})")
+        for i, a in enumerate(SCORE_ASPECTS):
+            truth = [lab.scores[a] for lab in labels]
+            out[f"{a}_plcc"], out[f"{a}_srcc"] = M.plcc(scores[:, i], truth), M.srcc(scores[:, i], truth)
+    for kind in (maps if maps is not None else MAP_KINDS):
+        if pred.get("heatmaps") is None or kind not in pred["heatmaps"]:
+            continue
+        p = np.asarray(pred["heatmaps"][kind], dtype=float)
+        g = [lab.heatmaps[kind] for lab in labels]
+        if len(p) != len(g):
+            raise ValueError(f"{len(p)} predicted {kind} maps for {len(g)} labels")
+        mse = np.array([M.heatmap_mse(a, b) for a, b in zip(p, g)])
+        empty = np.array([b.max() <= 0 for b in g])
+        out[f"{kind}_mse"] = float(mse.mean())
+        out[f"{kind}_mse_empty"] = float(mse[empty].mean()) if empty.any() else float("nan")
+        for name, fn in (("nss", M.nss), ("kld", M.kld), ("auc_judd", M.auc_judd), ("sim", M.sim), ("cc", M.cc)):
+            values = [fn(a, b) for a, b, e in zip(p, g, empty) if not e]
+            out[f"{kind}_{name}"] = float(np.nanmean(values)) if values else float("nan")
+        out[f"{kind}_n_nonempty"] = float((~empty).sum())
+    if pred.get("keywords") is not None:
+        out["keyword_precision"], out["keyword_recall"], out["keyword_f1"] = M.keyword_prf(
+            [list(k) for k in pred["keywords"]], [list(lab.keywords) for lab in labels])
+    return out

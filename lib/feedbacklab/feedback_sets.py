@@ -265,3 +265,23 @@ def rank_feedback_set(fs: FeedbackSet, panel: Any, sizes: Sequence[int] | None =
         rankings += panel.rank(judgements, [fs.records[i]["item_id"] for i in chosen])
         used += chosen
     return rankings, np.array(used, dtype=int)
+
+
+def rich_feedback(fs: FeedbackSet, panel: Any) -> tuple[list, list]:
+    """RichHF's annotation of every image of ``fs``: each annotator's ``Panel.rich`` records (Likert scores,
+    points on implausible and misaligned regions, misaligned keywords), and their consolidation
+    (``feedback.consolidate_rich``: one ``RichLabel`` per image, item ids from the records). The oracle's
+    verdict rides along in ``RichLabel.extra`` (``aligned``, ``n_artifacts``, ``plausibility``) for evaluation."""
+    from feedbacklab import world
+    from feedbacklab.feedback.rich import consolidate_rich
+
+    if panel is None or len(panel) < 1:
+        raise ValueError("rich_feedback needs a panel of annotators (feedback.make_panel)")
+    records = []
+    for r, image in zip(fs.records, fs.images):
+        records += panel.rich(world.judge(r["prompt"], image), r["item_id"])
+    labels = consolidate_rich(records)
+    for label, r in zip(labels, fs.records):
+        label.extra = {"aligned": bool(r["aligned"]), "n_artifacts": int(r["n_artifacts"]),
+                       "plausibility": float(r["plausibility"])}
+    return labels, records

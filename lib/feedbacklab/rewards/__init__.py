@@ -3,7 +3,7 @@
 Registered: ``clip-score`` (cosine similarity of CLIP embeddings, the baseline), ``clip-mlp``
 (Lee et al. 2023: frozen CLIP embeddings → MLP, trained with ``L_mse + λ·L_pc``), ``imagereward``
 (ImageReward-style: CLIP tokens fused by cross-attention, trained on rankings), ``aesthetic`` (image-only
-MLP on CLIP embeddings, trained on the same pairs) and ``ImageReward-v1.0`` (the official model, with the
+MLP on CLIP embeddings, trained on the same pairs), ``rahf`` (RAHF's predicted scores) and ``ImageReward-v1.0`` (the official model, with the
 optional ``image-reward`` package). A directory saved by a reward's ``save`` loads by path. Images are
 float (B, 3, H, W) in [0, 1].
 """
@@ -15,6 +15,7 @@ from .clip_mlp import (ClipMLPConfig, ClipMLPReward, RewardTrainConfig, fit_rewa
 from .clip_score import ClipScore
 from .imagereward_official import OfficialImageReward
 from .pairwise import PairIndex, pairwise_loss
+from .rahf import RAHFReward
 from .ranking import RankingReward, RankingRewardConfig, RankingTrainConfig, fit_ranking_reward
 from .registry import list_rewards, load_reward, register
 
@@ -22,7 +23,7 @@ __all__ = [
     "AestheticConfig", "AestheticReward", "fit_aesthetic",
     "RewardModel", "check_score_inputs", "ClipBackbone", "ClipScore", "ClipMLPConfig", "ClipMLPReward",
     "RewardTrainConfig", "fit_reward", "mse_loss", "prompt_classification_loss", "reward_loss",
-    "OfficialImageReward", "PairIndex", "pairwise_loss",
+    "OfficialImageReward", "PairIndex", "pairwise_loss", "RAHFReward",
     "RankingReward", "RankingRewardConfig", "RankingTrainConfig", "fit_ranking_reward",
     "list_rewards", "load_reward", "register",
 ]

@@ -25,6 +25,24 @@ class ClipScore(RewardModel):
         prompts = check_score_inputs(prompts, images)
         return (self.backbone.embed_images(images) * self.backbone.embed_texts(prompts)).sum(-1)
 
+    def gradient_map(self, prompts: str | Sequence[str], images: torch.Tensor, smooth: float = 2.0) -> torch.Tensor:
+        """Where the similarity is most sensitive: ``|∂ cos / ∂ pixel|`` summed over channels, Gaussian-smoothed
+        (``smooth`` px) and scaled to [0, 1] per image → (B, H, W). RichHF's misalignment-heatmap baseline."""
+        from torchvision.transforms.functional import gaussian_blur
+
+        prompts = check_score_inputs(prompts, images)
+        x = images.detach().to(self.backbone.mean.device, torch.float32).requires_grad_(True)
+        with torch.enable_grad():
+            emb = self.backbone.model.encode_image(self.backbone.preprocess(x), normalize=True)
+            (emb * self.backbone.embed_texts(prompts)).sum().backward()
+        g = x.grad.abs().sum(1, keepdim=True)                                       # (B, 1, H, W)
+        if smooth > 0:
+            k = 2 * int(3 * smooth) + 1
+            g = gaussian_blur(g, [k, k], [smooth, smooth])
+        g = g[:, 0]
+        top = g.flatten(1).amax(1).clamp_min(1e-12)
+        return (g / top[:, None, None]).detach()
+
 
 @register("clip-score")
 def clip_score(clip: Any = "shapes-clip", device: str = "auto") -> ClipScore:

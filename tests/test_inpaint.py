@@ -170,3 +170,16 @@ def test_inpaint_best_checks_its_inputs_first(pipe, inputs):
             inpaint_best(pipe, *args, never, CONFIG, progress=False)
     with pytest.raises(ValueError, match="score_fn must return"):
         inpaint_best(pipe, images[:1], PROMPTS[:1], masks[:1], lambda p, x: x.mean((2, 3)), CONFIG, progress=False)
+
+
+def test_relative_threshold_masks_each_maps_peak():
+    from feedbacklab.inpaint import mask_from_heatmap
+
+    maps = np.zeros((3, 8, 8), dtype=np.float32)
+    maps[0, 2, 2], maps[0, 2, 3] = 0.2, 0.1      # a low map: its peak and the half-peak pixel
+    maps[1, 5, 5] = 0.9
+    m = mask_from_heatmap(maps, 0.5, 0, relative=True)
+    assert m[0].sum() == 2 and m[0, 2, 2] and m[0, 2, 3]
+    assert m[1].sum() == 1 and m[1, 5, 5]
+    assert not m[2].any()                        # an all-zero map stays empty
+    assert not mask_from_heatmap(maps, 0.5, 0)[0].any()

@@ -146,13 +146,13 @@ def test_rahf_bad_inputs_fail_early(data):
     with pytest.raises(RAHFError, match="one RichLabel each"):
         fit_rich_model(model, images[:2], labels, RichTrainConfig(epochs=1), progress=False)
     with pytest.raises(RAHFError, match="tasks_per_step"):
-        RichTrainConfig(tasks_per_step=9)
+        RichTrainConfig(tasks_per_step="two")
 
 
 def test_rahf_fit_save_load_and_reward(data, tmp_path):
     images, labels = data
     model = build_rahf("augmented-prompt", PROMPTS, device="cpu", **TINY)
-    hist = fit_rich_model(model, images, labels, RichTrainConfig(epochs=2, batch_size=4, tasks_per_step=3),
+    hist = fit_rich_model(model, images, labels, RichTrainConfig(epochs=2, batch_size=4, tasks_per_step="one-per-kind"),
                           val_images=images[:2], val_labels=labels[:2], progress=False)
     assert len(hist) == 2 and "val_loss" in hist[-1]
     before = model.predict(images, PROMPTS * 2)

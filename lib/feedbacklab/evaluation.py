@@ -300,9 +300,9 @@ def rich_feedback_metrics(pred: dict[str, Any], labels: Sequence[Any], maps: Seq
         g = [lab.heatmaps[kind] for lab in labels]
         if len(p) != len(g):
             raise ValueError(f"{len(p)} predicted {kind} maps for {len(g)} labels")
-        mse = np.array([M.heatmap_mse(a, b) for a, b in zip(p, g)])
-        empty = np.array([b.max() <= 0 for b in g])
-        out[f"{kind}_mse"] = float(mse.mean())
+        mse = np.array([M.heatmap_mse(a, b) for a, b in zip(p, g)], dtype=float)
+        empty = np.array([b.max() <= 0 for b in g], dtype=bool)
+        out[f"{kind}_mse"] = float(mse.mean()) if len(mse) else float("nan")
         out[f"{kind}_mse_empty"] = float(mse[empty].mean()) if empty.any() else float("nan")
         for name, fn in (("nss", M.nss), ("kld", M.kld), ("auc_judd", M.auc_judd), ("sim", M.sim), ("cc", M.cc)):
             values = [fn(a, b) for a, b, e in zip(p, g, empty) if not e]

@@ -44,11 +44,13 @@ def disc(radius: int) -> np.ndarray:
     return d[:, None] ** 2 + d[None, :] ** 2 <= radius ** 2
 
 
-def mask_from_heatmap(heatmap: Mask, threshold: float = 0.5, dilation: int = 2) -> Mask:
+def mask_from_heatmap(heatmap: Mask, threshold: float = 0.5, dilation: int = 2, relative: bool = False) -> Mask:
     """Binary mask of the pixels where ``heatmap >= threshold``, dilated by a disc of radius ``dilation`` pixels.
 
     ``heatmap`` is (H, W) or batched (N, H, W) on RichHF's [0, 1] scale (rescale maps on another scale first);
-    ``threshold`` is an absolute level on that scale. Returns bool of the same shape and kind (numpy or torch)."""
+    ``threshold`` is an absolute level on that scale, or with ``relative`` a share of each map's own maximum (the
+    map's peak region, whatever its height; an all-zero map stays empty). Returns bool of the same shape and kind
+    (numpy or torch)."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be a number in [0, 1] (heatmaps are on a [0, 1] scale), got {threshold!r}")
     if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 0:
@@ -56,7 +58,11 @@ def mask_from_heatmap(heatmap: Mask, threshold: float = 0.5, dilation: int = 2) 
     h = _check_map(heatmap, "heatmap")
     if np.isnan(h).any():
         raise ValueError("heatmap contains NaN")
-    mask = h >= threshold
+    if relative:
+        peak = h.max(axis=(-2, -1), keepdims=True)
+        mask = (h >= threshold * peak) & (peak > 0)
+    else:
+        mask = h >= threshold
     if dilation > 0:
         from scipy.ndimage import binary_dilation
 
@@ -116,6 +122,7 @@ class InpaintConfig:
     strength: float = 1.0           # 1: the masked region starts from pure noise; < 1: from the original, noised
     n_candidates: int = 4           # inpaintings drawn per image; the best-scored one is kept
     threshold: float = 0.5          # heatmap level (on [0, 1]) at and above which a pixel is masked
+    relative: bool = False          # threshold as a share of each map's maximum instead of an absolute level
     dilation: int = 2               # mask dilation radius in pixels (half a latent cell at 64 px)
     batch_size: int = 32            # candidates per pipeline call
 
@@ -135,7 +142,7 @@ class InpaintConfig:
 
     def mask(self, heatmap: Mask) -> Mask:
         """:func:`mask_from_heatmap` with this config's threshold and dilation."""
-        return mask_from_heatmap(heatmap, self.threshold, self.dilation)
+        return mask_from_heatmap(heatmap, self.threshold, self.dilation, self.relative)
 
 
 @dataclass

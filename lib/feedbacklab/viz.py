@@ -6,6 +6,7 @@ as a static image (exported HTML cannot show widgets offline).
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -97,3 +98,33 @@ def heatmap_overlay(ax: plt.Axes, image, heatmap: np.ndarray, alpha: float = 0.5
     ax.imshow(heatmap, cmap=cmap, alpha=alpha, vmin=0.0, vmax=max(1e-6, float(heatmap.max())),
               interpolation="bilinear")
     ax.axis("off")
+
+
+def heatmap_grid(images, maps: dict[str, np.ndarray], titles: Sequence[str] | None = None, scale: float = 1.5,
+                 alpha: float = 0.6) -> plt.Figure:
+    """One column per image: the image, then one row per named stack of (N, H, W) maps overlaid on it
+    (e.g. "consolidated" and each model's prediction)."""
+    ims = _images(images)
+    names = list(maps)
+    if any(len(maps[n]) != len(ims) for n in names):
+        raise ValueError(f"every map stack needs {len(ims)} maps (one per image)")
+    fig, axes = plt.subplots(1 + len(names), len(ims), figsize=(scale * len(ims), scale * (1 + len(names))),
+                             squeeze=False)
+    for c, im in enumerate(ims):
+        axes[0, c].imshow(im)
+        axes[0, c].axis("off")
+        if titles is not None:
+            axes[0, c].set_title(textwrap.fill(str(titles[c]), 18), fontsize=6)
+        for r, name in enumerate(names, 1):
+            heatmap_overlay(axes[r, c], im, np.asarray(maps[name][c]), alpha=alpha)
+    for r, name in enumerate(["image", *names]):
+        axes[r, 0].text(-0.08, 0.5, name, transform=axes[r, 0].transAxes, rotation=90, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def mark_tokens(tokens: Sequence[str], labels: Sequence[int]) -> str:
+    """A prompt with its misaligned tokens (label 1) in brackets: ``two [red] circles``."""
+    if len(tokens) != len(labels):
+        raise ValueError(f"{len(tokens)} tokens but {len(labels)} labels")
+    return " ".join(f"[{t}]" if lab else t for t, lab in zip(tokens, labels))

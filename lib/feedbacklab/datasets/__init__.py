@@ -11,6 +11,7 @@ from .richhf import (
     RichHFSet,
     read_richhf_tfrecord,
     richhf_tokens,
+    write_image_dir,
     write_richhf_tfrecord,
 )
 from .tia2 import (
@@ -29,5 +30,5 @@ from .tia2 import (
 
 __all__ = ["RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError", "TIA2Record",
            "build_shapes_tia2", "evaluate_tia2", "load_images", "load_tia2", "per_prompt_alignment",
-           "read_richhf_tfrecord", "rendered_images", "richhf_tokens", "sample_prompts", "write_richhf_tfrecord",
-           "write_tia2"]
+           "read_richhf_tfrecord", "rendered_images", "richhf_tokens", "sample_prompts", "write_image_dir",
+           "write_richhf_tfrecord", "write_tia2"]

@@ -67,6 +67,8 @@ from PIL import Image
 
 from feedbacklab.feedback.rich import RichLabel
 
+from .files import read_json
+
 SCORE_FEATURES = {"plausibility": "artifact_score", "alignment": "misalignment_score",
                   "aesthetics": "aesthetics_score", "overall": "overall_score"}  # SCORE_ASPECTS -> feature
 MAP_FEATURES = {"implausible": "artifact_map", "misaligned": "misalignment_map"}  # MAP_KINDS -> feature
@@ -103,6 +105,20 @@ class _Row:
 def richhf_tokens(prompt: str) -> tuple[str, ...]:
     """The prompt's tokens as RichHF-18K labels them: split at spaces and ``,.?!":;``, empty pieces dropped."""
     return tuple(t for t in _DELIMITERS.split(prompt) if t)
+
+
+def write_image_dir(images: np.ndarray, filenames: Sequence[str], directory: str | Path) -> Path:
+    """Save uint8 (N, H, W, 3) images as PNG files named ``filenames`` in ``directory``: a stand-in for the
+    Pick-a-Pic image folder that ``read_richhf_tfrecord(..., images_dir=directory)`` joins by filename."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) != len(filenames):
+        raise ValueError(f"need uint8 images (N, H, W, 3) and one filename each; got {images.shape} {images.dtype} "
+                         f"and {len(filenames)} filenames")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for image, name in zip(images, filenames):
+        Image.fromarray(image).save(directory / name)
+    return directory
 
 
 def write_richhf_tfrecord(labels: Sequence[RichLabel], path: str | Path, filenames: Sequence[str] | None = None,
@@ -265,12 +281,7 @@ def _load_prompts(prompts: Mapping[str, str] | str | Path | None) -> Mapping[str
     if prompts is None or isinstance(prompts, Mapping):
         return prompts
     path = Path(prompts)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RichHFFormatError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "prompts file", RichHFFormatError)
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise RichHFFormatError(f"{path}: a prompts file is a JSON object {{filename: prompt}}")
     return data

@@ -18,6 +18,8 @@ import numpy as np
 
 from feedbacklab import metrics
 
+from .files import read_json
+
 SUBSETS = ("counting", "composition", "comprehensive")
 # World prompt families per subset: counting varies the count of one object; composition pairs two
 # objects; comprehensive mixes every family (count, composition and spatial prompts).
@@ -76,12 +78,7 @@ def _record(key: str, value: Any) -> TIA2Record:
 def load_tia2(path: str | Path) -> list[TIA2Record]:
     """Read a TIA2 label file (public or ShapesWorld) into one record per image, in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"TIA2 file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TIA2FormatError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "TIA2 file", TIA2FormatError)
     if not isinstance(data, dict):
         raise TIA2FormatError(f"{path}: a TIA2 file is a JSON object keyed by image file name, "
                               f"got a JSON {type(data).__name__}")

@@ -7,6 +7,8 @@
 - ``load_captioner("shapes-captioner")`` (or ``"shapes-captioner-crop"``) / a directory / a hub id
   → :class:`LoadedCaptioner`.
 - ``list_models()`` says what is shipped in ``data/models``.
+- ``models.rahf``: RAHF (RichHF's rich-feedback predictor, two variants) and ``fit_rich_model``;
+  ``models.rich_cnn``: its ResNet baseline; ``models.clip_tokens``: CLIP token features split at a frozen layer.
 
 Offline, a hub id fails with :class:`ModelNotAvailableError` (an ``OSError``) naming what was tried and
 what is shipped.

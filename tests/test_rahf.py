@@ -10,8 +10,8 @@ from feedbacklab.feedback import (KeywordLabels, LikertScores, PointAnnotation, 
 from feedbacklab.feedback_sets import FeedbackSet, rich_feedback
 from feedbacklab.finetune import select_best_per_prompt, select_random_per_prompt
 from feedbacklab.models.data import to_tensor
-from feedbacklab.models.rahf import (RAHF, RAHFError, RichTrainConfig, build_rahf, fit_rich_model, keyword_labels,
-                                     keyword_sequence, rich_loss, rich_targets)
+from feedbacklab.models.rahf import (RAHF, RAHFError, RichTrainConfig, build_rahf, calibrate_keyword_margin,
+                                     fit_rich_model, keyword_labels, keyword_sequence, rich_loss, rich_targets)
 from feedbacklab.models.rich_cnn import RichCNN
 from feedbacklab.rewards import load_reward
 
@@ -221,3 +221,20 @@ def test_filter_selection():
         select_random_per_prompt(prompts, 4)
     with pytest.raises(ValueError, match="scores"):
         select_best_per_prompt(scores[:3], prompts)
+
+
+def test_keyword_margin_calibration_extremes(data, tmp_path):
+    """A huge margin marks nothing, a very negative one marks every word; calibration keeps the better on F1."""
+    images, labels = data
+    model = build_rahf("multi-head", PROMPTS, device="cpu", **TINY)
+    out = model(model.features(images), [lab.prompt for lab in labels])
+    prompts = [lab.prompt for lab in labels]
+    assert all(not any(k) for k in model.decode_keywords(*out["_keyword_states"], prompts, margin=1e9))
+    assert all(all(k) for k in model.decode_keywords(*out["_keyword_states"], prompts, margin=-1e9))
+    f1 = calibrate_keyword_margin(model, images, labels, margins=[1e9, -1e9])
+    n_true = sum(sum(lab.keywords) for lab in labels)
+    n_tokens = sum(len(lab.keywords) for lab in labels)
+    assert f1[-1e9] == pytest.approx(2 * n_true / (n_true + n_tokens))   # recall 1, precision n_true / n_tokens
+    assert model.config.keyword_margin == -1e9 and model.predict(images, prompts)["keywords"] == [(1,) * len(lab.keywords) for lab in labels]
+    model.save(tmp_path / "m")
+    assert RAHF.load(tmp_path / "m", device="cpu").config.keyword_margin == -1e9

@@ -119,6 +119,7 @@ class RAHFConfig:
     score_channels: int = 32             # score head: conv channels before the linear layer
     map_size: int = 64                   # heatmap output side (the label maps' resolution)
     max_words: int = 32                  # prompt words kept (task words included)
+    keyword_margin: float = 0.0          # <mis> is decoded when its logit beats the next word's by more than this
     vocab: list[str] = field(default_factory=list)  # WordVocab tokens; set from the training prompts
 
     def __post_init__(self):
@@ -286,8 +287,11 @@ class RAHF(nn.Module):
 
     # ------------------------------------------------------------ keyword decoding
     @torch.no_grad()
-    def decode_keywords(self, states: torch.Tensor, mask: torch.Tensor, prompts: Sequence[str]) -> list[tuple[int, ...]]:
-        """Constrained greedy decoding: after each prompt word the decoder chooses ``<mis>`` or the next word."""
+    def decode_keywords(self, states: torch.Tensor, mask: torch.Tensor, prompts: Sequence[str],
+                        margin: float | None = None) -> list[tuple[int, ...]]:
+        """Constrained greedy decoding: after each prompt word the decoder emits ``<mis>`` when its logit beats the
+        next word's by more than ``margin`` (default ``config.keyword_margin``, see :func:`calibrate_keyword_margin`)."""
+        margin = self.config.keyword_margin if margin is None else float(margin)
         targets = [self.vocab.encode(words(p)) for p in prompts]
         labels = [[0] * len(t) for t in targets]
         pos = [0] * len(prompts)            # next word to emit
@@ -306,7 +310,7 @@ class RAHF(nn.Module):
             for row, i in enumerate(live):
                 step = logits[row, len(emitted[i]) - 1]
                 nxt = targets[i][pos[i]] if pos[i] < len(targets[i]) else EOS
-                if pos[i] > 0 and not marked[i] and step[MARK] > step[nxt]:
+                if pos[i] > 0 and not marked[i] and step[MARK] - step[nxt] > margin:
                     labels[i][pos[i] - 1], marked[i] = 1, True
                     emitted[i].append(MARK)
                 else:
@@ -545,3 +549,31 @@ def evaluate_loss(model: nn.Module, feats: torch.Tensor, targets: dict[str, Any]
         for k, v in {"loss": float(loss), **terms}.items():
             sums[k] = sums.get(k, 0.0) + v * len(rows)
     return {k: v / n for k, v in sums.items()}
+
+
+@torch.no_grad()
+def calibrate_keyword_margin(model: RAHF, images: torch.Tensor, labels: Sequence, margins: Sequence[float] | None = None,
+                             batch_size: int = 64) -> dict[float, float]:
+    """Choose the keyword decoder's marker margin on held-out items (e.g. the dev split): decode at each margin, keep
+    the one with the best token-level F1 of the misaligned class in ``model.config.keyword_margin``; returns F1 per
+    margin. Teacher-forced training leaves the marker's logit uncalibrated, which over-marks at margin 0."""
+    from feedbacklab.metrics import keyword_prf
+
+    margins = list(np.linspace(-4.0, 8.0, 25)) if margins is None else [float(m) for m in margins]
+    if not margins:
+        raise RAHFError("calibrate_keyword_margin needs at least one margin")
+    model.eval()
+    prompts = [lab.prompt for lab in labels]
+    states = []
+    for start in range(0, len(prompts), batch_size):
+        out = model(model.features(images[start : start + batch_size].to(model.device)), prompts[start : start + batch_size],
+                    tasks=["keywords"])
+        states.append((out["_keyword_states"], prompts[start : start + batch_size]))
+    truth = [list(lab.keywords) for lab in labels]
+    f1 = {}
+    for m in margins:
+        pred = [k for (st, ps) in states for k in model.decode_keywords(*st, ps, margin=m)]
+        f1[m] = keyword_prf([list(k) for k in pred], truth)[2]
+    best = max(f1, key=lambda m: -1.0 if math.isnan(f1[m]) else f1[m])
+    model.config.keyword_margin = float(best)
+    return f1

@@ -6,7 +6,7 @@ same ranking pairs with the same loss as the ranking reward (``rewards.pairwise`
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from .base import RewardModel, check_score_inputs
-from .clip_backbone import ClipBackbone
+from .clip_backbone import ClipBackbone, SavedHead
 from .pairwise import PairIndex, pairwise_loss, stack_images
 from .ranking import RankingTrainConfig
-from .registry import read_saved, register, write_saved
+from .registry import register
 
 WEIGHTS_FILE = "aesthetic_head.safetensors"
 
@@ -39,10 +39,12 @@ class AestheticConfig:
             raise ValueError(f"dropout must be in [0, 1) and std > 0, got {self.dropout}, {self.std}")
 
 
-class AestheticReward(RewardModel):
+class AestheticReward(SavedHead, RewardModel):
     """``r(y)``: ignores the prompt; a preference score of the image alone."""
 
     name = "aesthetic"
+    config_class = AestheticConfig
+    weights_file = WEIGHTS_FILE
 
     def __init__(self, backbone: ClipBackbone, config: AestheticConfig | None = None):
         super().__init__()
@@ -63,19 +65,6 @@ class AestheticReward(RewardModel):
         check_score_inputs(prompts, images)
         self.head.eval()
         return (self.head(self.backbone.embed_images(images)).squeeze(-1) - self.config.mean) / self.config.std
-
-    def save(self, path: str | Path) -> Path:
-        """``reward_config.json`` + the head's weights (CLIP is referenced by name)."""
-        return write_saved(path, self.name, asdict(self.config), self.head.state_dict(), WEIGHTS_FILE)
-
-    @classmethod
-    def load(cls, path: str | Path, clip: Any = None, device: str = "auto") -> "AestheticReward":
-        """Read a reward saved by :meth:`save`; ``clip`` overrides the CLIP named in its config."""
-        config, state = read_saved(path, "aesthetic", WEIGHTS_FILE)
-        config = AestheticConfig(**config)
-        reward = cls(ClipBackbone.resolve(clip if clip is not None else config.clip, device), config)
-        reward.head.load_state_dict(state)
-        return reward.eval()
 
 
 @register("aesthetic", loader=AestheticReward.load)

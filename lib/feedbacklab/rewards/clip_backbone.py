@@ -6,6 +6,8 @@ tiny ShapesWorld CLIP and ViT-L-14. Text embeddings are cached per prompt.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -105,3 +107,28 @@ class ClipBackbone(torch.nn.Module):
         super()._apply(fn, *args, **kwargs)
         self._text_cache = {k: fn(v) for k, v in self._text_cache.items()}
         return self
+
+
+class SavedHead:
+    """``save`` / ``load`` of a reward that is a trained ``head`` on a frozen CLIP referenced by name (its config's
+    ``clip``): ``reward_config.json`` + the head's safetensors. Subclasses set ``config_class`` and ``weights_file``."""
+
+    config_class: type
+    weights_file: str
+
+    def save(self, path: str | Path) -> Path:
+        """``reward_config.json`` + the head's weights (the CLIP is referenced by name)."""
+        from .registry import write_saved
+
+        return write_saved(path, self.name, asdict(self.config), self.head.state_dict(), self.weights_file)
+
+    @classmethod
+    def load(cls, path: str | Path, clip: Any = None, device: str = "auto"):
+        """Read a reward saved by :meth:`save`; ``clip`` overrides the CLIP named in its config."""
+        from .registry import read_saved
+
+        config, state = read_saved(path, cls.name, cls.weights_file)
+        config = cls.config_class(**config)
+        reward = cls(ClipBackbone.resolve(clip if clip is not None else config.clip, device), config)
+        reward.head.load_state_dict(state)
+        return reward.eval()

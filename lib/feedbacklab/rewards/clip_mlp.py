@@ -7,7 +7,7 @@ CLIP is frozen, so image embeddings are computed once per image and the MLP trai
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from .base import RewardModel, check_score_inputs
-from .clip_backbone import ClipBackbone
-from .registry import read_saved, register, write_saved
+from .clip_backbone import ClipBackbone, SavedHead
+from .registry import register
 
 WEIGHTS_FILE = "head.safetensors"
 FEATURES = ("concat", "concat_product")
@@ -64,10 +64,12 @@ class RewardHead(nn.Module):
         return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
 
 
-class ClipMLPReward(RewardModel):
+class ClipMLPReward(SavedHead, RewardModel):
     """``r_φ(y, z)`` of Lee et al. (2023): frozen CLIP features and a trained MLP head."""
 
     name = "clip-mlp"
+    config_class = ClipMLPConfig
+    weights_file = WEIGHTS_FILE
     threshold = 0.5  # trained towards 0/1 labels
 
     def __init__(self, backbone: ClipBackbone, config: ClipMLPConfig | None = None):
@@ -98,19 +100,6 @@ class ClipMLPReward(RewardModel):
             raise ValueError(f"{image_embeds.shape[0]} image embeddings for {len(prompts)} prompts")
         self.head.eval()
         return self.head(image_embeds.to(self.backbone.mean.device), self.backbone.embed_texts(list(prompts)))
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``reward_config.json`` and the head's ``head.safetensors`` (CLIP is referenced by name)."""
-        return write_saved(path, self.name, asdict(self.config), self.head.state_dict(), WEIGHTS_FILE)
-
-    @classmethod
-    def load(cls, path: str | Path, clip: Any = None, device: str = "auto") -> "ClipMLPReward":
-        """Read a reward saved by :meth:`save`; ``clip`` overrides the CLIP named in its config."""
-        config, state = read_saved(path, "clip-mlp", WEIGHTS_FILE)
-        config = ClipMLPConfig(**config)
-        reward = cls(ClipBackbone.resolve(clip if clip is not None else config.clip, device), config)
-        reward.head.load_state_dict(state)
-        return reward.eval()
 
 
 @register("clip-mlp", loader=ClipMLPReward.load)

@@ -312,3 +312,30 @@ def test_per_group_averages_defined_groups():
     assert math.isnan(M.per_group(M.auroc, [1, 2], [1, 1], ["a", "a"]).mean)
     with pytest.raises(ValueError, match="groups"):
         M.per_group(M.auroc, scores, labels, groups[:-1])
+
+
+def test_per_group_skips_single_class_groups_for_auroc_and_auprc():
+    # p mixed (ranked wrong: AUROC 0, AUPRC 1/2), q all negative, r all positive
+    scores = [0.9, 0.1, 0.8, 0.2, 0.5, 0.6]
+    labels = [0, 1, 0, 0, 1, 1]
+    groups = ["p", "p", "q", "q", "r", "r"]
+    # without skipping, AUPRC gives r (all positive) a free 1.0 that enters the mean
+    plain = M.per_group(M.auprc, scores, labels, groups)
+    assert plain.per_group["r"] == 1.0 and math.isnan(plain.per_group["q"]) and plain.mean == pytest.approx(0.75)
+    for metric, p_value in ((M.auroc, 0.0), (M.auprc, 0.5)):
+        result = M.per_group(metric, scores, labels, groups, skip_single_class=True)
+        assert result.per_group["p"] == pytest.approx(p_value)
+        assert math.isnan(result.per_group["q"]) and math.isnan(result.per_group["r"])
+        assert result.n_undefined == 2 and result.mean == pytest.approx(p_value)   # no NaN enters the mean
+    # the metric is not called on a skipped group
+    calls = []
+    M.per_group(lambda s, y: calls.append(len(s)) or 0.5, scores, labels, groups, skip_single_class=True)
+    assert calls == [2]
+    every = M.per_group(M.auroc, [1, 2], [1, 1], ["a", "a"], skip_single_class=True)
+    assert math.isnan(every.mean) and every.n_undefined == 1
+
+
+def test_grouped_metric_of_values():
+    g = M.GroupedMetric.of({"a": 0.5, "b": float("nan"), "c": 1.0})
+    assert g.mean == 0.75 and g.n_undefined == 1 and list(g.per_group) == ["a", "b", "c"]
+    assert math.isnan(M.GroupedMetric.of({}).mean)

@@ -353,18 +353,28 @@ class GroupedMetric:
     """A metric computed per group (prompt) and averaged over the groups where it is defined."""
 
     mean: float                       # nan-skipping mean over groups; nan if no group is defined
-    per_group: dict[Hashable, float]  # value per group, in order of first appearance
-    n_undefined: int                  # groups where the metric was nan (e.g. AUROC with one class)
+    per_group: dict[Hashable, float]  # value per group, in order of first appearance (nan: left out)
+    n_undefined: int                  # groups left out: the metric was nan (e.g. AUROC with one class) or skipped
+
+    @classmethod
+    def of(cls, values: dict[Hashable, float]) -> "GroupedMetric":
+        """Per-group values (nan = undefined) with their mean over the defined groups."""
+        defined = [v for v in values.values() if not math.isnan(v)]
+        return cls(float(np.mean(defined)) if defined else float("nan"), dict(values), len(values) - len(defined))
 
 
 def per_group(metric: Callable[..., float], scores: ArrayLike, labels: ArrayLike, groups: ArrayLike,
-              **kwargs: Any) -> GroupedMetric:
-    """``metric(scores[g], labels[g], **kwargs)`` for each group g, averaged over groups (TIA2 protocol)."""
+              skip_single_class: bool = False, **kwargs: Any) -> GroupedMetric:
+    """``metric(scores[g], labels[g], **kwargs)`` for each group g, averaged over groups (TIA2 protocol).
+
+    Groups where the metric is nan are left out of the mean and counted in ``n_undefined``. With
+    ``skip_single_class`` a group whose labels are all one class is left out the same way (nan in
+    ``per_group``) without calling the metric: AUPRC is 1.0 on an all-positive group whatever the scores.
+    """
     s, y = _array(scores).ravel(), _array(labels).ravel()
     if len(s) != len(y):
         raise ValueError(f"scores and labels differ in length: {len(s)} vs {len(y)}")
     index = _group_indices(groups, len(s))
-    values = {key: float(metric(s[idx], y[idx], **kwargs)) for key, idx in index.items()}
-    defined = [v for v in values.values() if not math.isnan(v)]
-    return GroupedMetric(float(np.mean(defined)) if defined else float("nan"), values,
-                         len(values) - len(defined))
+    values = {key: float("nan") if skip_single_class and np.ptp(y[idx]) == 0
+              else float(metric(s[idx], y[idx], **kwargs)) for key, idx in index.items()}
+    return GroupedMetric.of(values)

@@ -1,10 +1,15 @@
 """Loaders for real feedback data formats and writers of world-generated sets in the same formats.
 
 - ``tia2``: the TIA2 benchmark (Kim et al., ICLR 2024): ``load_tia2``, ``write_tia2``,
-  ``per_prompt_alignment``, ``evaluate_tia2`` and ``build_shapes_tia2``.
+  ``per_prompt_alignment``, ``evaluate_tia2``, ``build_shapes_tia2`` and the release layout ``release_path``.
+- ``prompt_sets``: TextNorm's contrastive prompt sets: ``load_prompt_set``, ``write_prompt_set``,
+  ``world_prompt_set``.
+- ``alignment_scores``: TextNorm's published per-prompt metrics: ``load_alignment_scores``.
 - ``richhf``: RichHF-18K (Liang et al., CVPR 2024) TFRecords without TensorFlow:
   ``read_richhf_tfrecord`` (labels, prompts, Pick-a-Pic images) and ``write_richhf_tfrecord``.
 """
+from .alignment_scores import AlignmentScores, load_alignment_scores
+from .prompt_sets import check_prompt_set, load_prompt_set, world_prompt_set, write_prompt_set
 from .richhf import (
     RICHHF_FEATURES,
     RichHFFormatError,
@@ -19,16 +24,19 @@ from .tia2 import (
     TIA2FormatError,
     TIA2Record,
     build_shapes_tia2,
+    check_subset,
     evaluate_tia2,
     load_images,
     load_tia2,
     per_prompt_alignment,
+    release_path,
     rendered_images,
     sample_prompts,
     write_tia2,
 )
 
-__all__ = ["RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError", "TIA2Record",
-           "build_shapes_tia2", "evaluate_tia2", "load_images", "load_tia2", "per_prompt_alignment",
-           "read_richhf_tfrecord", "rendered_images", "richhf_tokens", "sample_prompts", "write_image_dir",
-           "write_richhf_tfrecord", "write_tia2"]
+__all__ = ["AlignmentScores", "RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError",
+           "TIA2Record", "build_shapes_tia2", "check_prompt_set", "check_subset", "evaluate_tia2",
+           "load_alignment_scores", "load_images", "load_prompt_set", "load_tia2", "per_prompt_alignment",
+           "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",
+           "world_prompt_set", "write_image_dir", "write_prompt_set", "write_richhf_tfrecord", "write_tia2"]

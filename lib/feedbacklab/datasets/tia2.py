@@ -1,10 +1,15 @@
 """TIA2 (Kim et al., ICLR 2024): the public format, its loader, and a ShapesWorld benchmark in the same format.
 
 A TIA2 file is a JSON object keyed by image file name; each value is
-``{"image": str, "caption": str, "human_labels": [0|1, 0|1, 0|1]}``. A prompt's human alignment
-rate is the share of its images whose majority label is 1. Reward models are scored per prompt
-(AUROC, AUPRC, AP@5/10/25 against the majority label; Spearman and Kendall against the mean of
-the three labels) and the per-prompt values are averaged over prompts (``evaluate_tia2``).
+``{"image": str, "caption": str, "human_labels": [a, b, c]}`` with each label 1 (matches the prompt),
+0 (does not) or -1 (the annotator gave no valid label: about 4 % of the public composition labels,
+under 1 % of comprehensive). An image is aligned when at least two of its three labels are 1 (an
+abstention is not a yes); a prompt's human alignment rate is the share of its aligned images (the
+``"human"`` field of the public score files). Reward models are scored per prompt (AUROC, AUPRC,
+AP@5/10/25 against that label; Spearman and Kendall against the share of 1s) and the per-prompt
+values are averaged over prompts (``evaluate_tia2``).
+
+The TextNorm release (kykim0/TextNorm) lays out its files per subset as in :data:`RELEASE_FILES`.
 """
 from __future__ import annotations
 
@@ -21,22 +26,45 @@ from feedbacklab import metrics
 from .files import read_json
 
 SUBSETS = ("counting", "composition", "comprehensive")
+RELEASE_FILES = {"labels": "human_annotations/human_labels_{subset}.json",
+                 "prompts": "prompts/prompt_set_{subset}.json",
+                 "scores": "alignment_scores/alignment_scores_{subset}.json"}
 # World prompt families per subset: counting varies the count of one object; composition pairs two
 # objects; comprehensive mixes every family (count, composition and spatial prompts).
 SUBSET_FAMILIES = {"counting": ("attribute",), "composition": ("composition",),
                    "comprehensive": ("attribute", "composition", "spatial")}
 PAPER_PROMPTS = {"counting": 150, "composition": 300, "comprehensive": 100}  # 50 images each in the paper
 N_LABELS = 3
+ABSTAIN = -1  # an annotator who gave no valid label (public files); neither a 1 nor a 0
+LABEL_VALUES = (0, 1, ABSTAIN)
 ImageSource = Callable[[str, int, int], Sequence[np.ndarray]]  # images_for(prompt, n, seed) -> uint8 HxWx3 list
 
 
 class TIA2FormatError(ValueError):
-    """A TIA2 file or record is malformed; the message names the offending entry."""
+    """A TIA2 release file (labels, prompt set, score file) or record is malformed; the message names the entry."""
+
+
+def check_subset(subset: str) -> str:
+    """``subset`` if it is a TIA2 subset name; a ValueError listing the accepted names otherwise."""
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; accepted TIA2 subsets: {SUBSETS}")
+    return subset
+
+
+def release_path(root: str | Path, kind: str, subset: str) -> Path:
+    """Path of a TextNorm release file under ``root``: ``kind`` is ``labels``, ``prompts`` or ``scores``."""
+    if kind not in RELEASE_FILES:
+        raise ValueError(f"unknown release file kind {kind!r}; accepted: {tuple(RELEASE_FILES)}")
+    return Path(root) / RELEASE_FILES[kind].format(subset=check_subset(subset))
 
 
 @dataclass(frozen=True)
 class TIA2Record:
-    """One image of the benchmark: its key (file name), image path, prompt and three binary labels."""
+    """One image of the benchmark: its key (file name), image path, prompt and three labels in {1, 0, -1}.
+
+    ``labels`` keeps abstentions (-1) as they are in the file; ``majority`` is 1 when at least two of
+    the three labels are 1, so an abstention counts against alignment like a 0 does.
+    """
 
     key: str
     image: str
@@ -46,19 +74,25 @@ class TIA2Record:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _check_labels(self.labels, self.key))
-        object.__setattr__(self, "majority", int(sum(self.labels) * 2 > len(self.labels)))
+        object.__setattr__(self, "majority", int(self.labels.count(1) * 2 > len(self.labels)))
 
     @property
     def mean_label(self) -> float:
-        """Share of annotators who said the image matches the prompt."""
-        return sum(self.labels) / len(self.labels)
+        """Share of the three annotators who said the image matches (an abstention is not a yes)."""
+        return self.labels.count(1) / len(self.labels)
+
+    @property
+    def n_abstained(self) -> int:
+        """How many annotators gave no valid label (-1)."""
+        return self.labels.count(ABSTAIN)
 
 
 def _check_labels(labels: Any, key: str) -> tuple[int, ...]:
     if not isinstance(labels, (list, tuple)) or len(labels) != N_LABELS:
         raise TIA2FormatError(f"entry {key!r}: 'human_labels' must be a list of {N_LABELS} labels, got {labels!r}")
-    if any(isinstance(v, bool) or v not in (0, 1) for v in labels):
-        raise TIA2FormatError(f"entry {key!r}: 'human_labels' must be 0 or 1, got {labels!r}")
+    if any(isinstance(v, bool) or v not in LABEL_VALUES for v in labels):
+        raise TIA2FormatError(f"entry {key!r}: 'human_labels' must each be 1, 0 or -1 (no valid label), "
+                              f"got {labels!r}")
     return tuple(int(v) for v in labels)
 
 
@@ -105,7 +139,7 @@ def write_tia2(records: Sequence[TIA2Record], path: str | Path) -> Path:
 
 
 def per_prompt_alignment(records: Sequence[TIA2Record]) -> dict[str, float]:
-    """For each prompt (in order of appearance), the share of its images whose majority label is 1."""
+    """For each prompt (in order of appearance), the share of its images with at least two labels of 1."""
     votes: dict[str, list[int]] = {}
     for r in records:
         votes.setdefault(r.prompt, []).append(r.majority)
@@ -131,10 +165,11 @@ def evaluate_tia2(records: Sequence[TIA2Record], scores: Sequence[float] | np.nd
                   ks: Sequence[int] = (5, 10, 25)) -> dict[str, metrics.GroupedMetric]:
     """Per-prompt metrics of a reward's scores, averaged over prompts (TIA2 protocol).
 
-    Keys: ``auroc``, ``auprc``, ``ap{k}`` (majority labels) and ``spearman``, ``kendall`` (mean of the
-    three labels; the public score files' correlations do not match majority labels). Prompts where
-    a metric is undefined (e.g. every image aligned) are skipped in its mean and counted in
-    ``n_undefined``.
+    Keys: ``auroc``, ``auprc``, ``ap{k}`` (majority labels) and ``spearman``, ``kendall`` (share of 1s
+    among the three labels; the public score files' correlations do not match majority labels).
+    AUROC and AUPRC skip prompts whose images are all aligned or all misaligned (the curve says
+    nothing there; AUPRC would be a free 1.0); those and prompts where a metric is otherwise
+    undefined (a constant score) are left out of its mean and counted in ``n_undefined``.
     """
     scores = np.asarray(scores, dtype=float).ravel()
     if len(scores) != len(records):
@@ -142,8 +177,8 @@ def evaluate_tia2(records: Sequence[TIA2Record], scores: Sequence[float] | np.nd
     prompts = [r.prompt for r in records]
     majority = np.array([r.majority for r in records])
     mean = np.array([r.mean_label for r in records])
-    out = {"auroc": metrics.per_group(metrics.auroc, scores, majority, prompts),
-           "auprc": metrics.per_group(metrics.auprc, scores, majority, prompts)}
+    out = {"auroc": metrics.per_group(metrics.auroc, scores, majority, prompts, skip_single_class=True),
+           "auprc": metrics.per_group(metrics.auprc, scores, majority, prompts, skip_single_class=True)}
     for k in ks:
         out[f"ap{k}"] = metrics.per_group(metrics.ap_at_k, scores, majority, prompts, k=k)
     out["spearman"] = metrics.per_group(metrics.spearman, scores, mean, prompts)
@@ -157,8 +192,7 @@ def sample_prompts(subset: str, n: int, seed: int = 0, split: str = "any") -> li
     """``n`` distinct world prompts for a TIA2 subset (families cycle in ``comprehensive``)."""
     from feedbacklab import world
 
-    if subset not in SUBSETS:
-        raise ValueError(f"unknown subset {subset!r}; accepted: {SUBSETS}")
+    check_subset(subset)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     families = SUBSET_FAMILIES[subset]
@@ -200,14 +234,17 @@ def _check_image(image: Any, prompt: str, i: int) -> np.ndarray:
 
 def build_shapes_tia2(out_dir: str | Path, images_for: ImageSource, n_prompts: Mapping[str, int] | None = None,
                       n_images: int = 50, panel: Any = None, seed: int = 0, split: str = "any",
-                      judge: Callable[[str, np.ndarray], Any] | None = None) -> dict[str, Path]:
+                      judge: Callable[[str, np.ndarray], Any] | None = None,
+                      p_abstain: float = 0.0) -> dict[str, Path]:
     """Write a TIA2-shaped ShapesWorld benchmark; return the label file of each subset.
 
     For each subset in ``n_prompts`` (default: the paper's sizes / 10), ``n_images`` images per
     prompt come from the caller's ``images_for(prompt, n, seed)`` (e.g. a generator); each is
     judged by the oracle and labelled by a panel of 3 simulated annotators. Layout:
     ``out_dir/<subset>/human_labels_<subset>.json`` with PNGs ``image_<p>_<i>.png`` beside it, plus
-    ``oracle_<subset>.json`` (the oracle's verdict per image, for evaluation only).
+    ``oracle_<subset>.json`` (the oracle's verdict per image, for evaluation only). With
+    ``p_abstain > 0`` each label is independently replaced by -1 (no valid label) with that
+    probability, as in the public files (about 0.04 for composition); the default 0 writes none.
     """
     from PIL import Image
 
@@ -225,6 +262,8 @@ def build_shapes_tia2(out_dir: str | Path, images_for: ImageSource, n_prompts: M
         raise ValueError(f"unknown subsets {sorted(unknown)}; accepted: {SUBSETS}")
     if not isinstance(n_images, int) or n_images < 1:
         raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
+    if isinstance(p_abstain, bool) or not isinstance(p_abstain, (int, float)) or not 0.0 <= p_abstain < 1.0:
+        raise ValueError(f"p_abstain is a probability in [0, 1), got {p_abstain!r}")
     out_dir = Path(out_dir)
     files = {}
     for s_index, subset in enumerate(SUBSETS):
@@ -233,6 +272,7 @@ def build_shapes_tia2(out_dir: str | Path, images_for: ImageSource, n_prompts: M
         folder = out_dir / subset
         folder.mkdir(parents=True, exist_ok=True)
         records, oracle = [], {}
+        abstain = np.random.default_rng([seed, s_index, 1])
         for p_index, prompt in enumerate(sample_prompts(subset, n_prompts[subset], seed=seed + s_index, split=split)):
             image_seed = int(np.random.SeedSequence([seed, s_index, p_index]).generate_state(1)[0])
             images = list(images_for(prompt, n_images, image_seed))
@@ -244,6 +284,8 @@ def build_shapes_tia2(out_dir: str | Path, images_for: ImageSource, n_prompts: M
                 Image.fromarray(image).save(folder / key)
                 j = judge(prompt, image)
                 labels = tuple(r.label for r in panel.binary(j, item_id=f"{subset}/{key}"))
+                if p_abstain > 0:
+                    labels = tuple(ABSTAIN if u < p_abstain else v for v, u in zip(labels, abstain.random(N_LABELS)))
                 records.append(TIA2Record(key, key, prompt, labels))
                 oracle[key] = {"aligned": int(bool(j.aligned)), "plausibility": float(j.plausibility)}
         files[subset] = write_tia2(records, folder / f"human_labels_{subset}.json")

@@ -2,6 +2,7 @@
 #   make reproduce [PROFILE=cpu]   run every notebook of a profile → reports/<profile>/index.html
 #   make test                      unit tests, runner tests, notebooks under nbval (smoke)
 #   make lab                       JupyterLab in notebooks/
+#   make bench-ddpo [PROFILE=cpu]  DDPO ours vs trl 0.23.1's DDPOTrainer (benchmarks/ddpo_vs_trl.py; smoke|cpu|gpu)
 #   make clean-reports
 # GPU users: make reproduce TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
 PYTHON     ?= python3
@@ -19,7 +20,7 @@ export OMP_NUM_THREADS ?= 1
 export PYTHONHASHSEED  := 0
 export MPLBACKEND      := Agg
 
-.PHONY: install reproduce test lab clean-reports
+.PHONY: install reproduce test lab bench-ddpo clean-reports
 
 install: $(STAMP)
 
@@ -44,6 +45,9 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 	FEEDBACKLAB_PROFILE=smoke $(BIN)/python -m feedbacklab nbval
+
+bench-ddpo: $(STAMP)
+	$(BIN)/python benchmarks/ddpo_vs_trl.py --profile $(PROFILE)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks

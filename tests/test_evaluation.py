@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from feedbacklab import evaluation as ev
 from feedbacklab.evaluation import (alignment_summary, compare, diversity, eval_prompts, paired_gain,
                                    pairwise_human_eval, reward_metrics)
 
@@ -158,3 +159,17 @@ def test_count_confusion_rows_are_shares_of_each_asked_count():
         count_confusion([{"prompt": "one blue square on a black background"}])
     with pytest.raises(ValueError, match="attribute prompts"):
         count_confusion([{"prompt": "a yellow circle to the left of a purple triangle", "n_objects": 2}])
+
+
+def test_set_human_eval_compares_sets_of_four_per_prompt():
+    def recs(quality, prompts=("p", "q"), n=8):
+        return [{"prompt": p, "latent": {"alignment": quality}} for p in prompts for _ in range(n)]
+
+    res = ev.set_human_eval(recs(0.2), recs(0.8), set_size=4, n_raters=3, noise_sd=0.0)
+    assert res == {"b_win": 1.0, "a_win": 0.0, "b_majority": 1.0, "a_majority": 0.0, "n_comparisons": 4}
+    flipped = ev.set_human_eval(recs(0.8), recs(0.2), noise_sd=0.0)
+    assert flipped["a_win"] == 1.0 and flipped["b_win"] == 0.0
+    noisy = ev.set_human_eval(recs(0.5), recs(0.5), noise_sd=0.3, seed=1)
+    assert noisy["a_win"] + noisy["b_win"] == pytest.approx(1.0) and 0.0 < noisy["b_win"] < 1.0
+    with pytest.raises(ValueError, match="2 x set_size = 8"):
+        ev.set_human_eval(recs(0.2, n=7), recs(0.8, n=7))

@@ -195,3 +195,92 @@ def test_ema_and_timestep_range_validation():
         RewardWeightedConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="timestep_range"):
         RewardWeightedConfig(timestep_range=(0.6, 0.4))
+
+
+def _run(rewards=None, pretrain=False, **cfg_fields):
+    """A fresh tiny pipeline (seed 0) fine-tuned on ``_data()``; returns (pipe, history, UNet forward count)."""
+    from feedbacklab.models.generator import GeneratorConfig, build_pipeline
+
+    torch.manual_seed(0)
+    p = build_pipeline(GeneratorConfig.tiny())
+    calls = []
+    p.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    images, prompts = _data()
+    cfg = RewardWeightedConfig(batch_size=2, pretrain_batch_size=2, device="cpu", **cfg_fields)
+    result = reward_weighted_finetune(p, images, prompts, torch.ones(4) if rewards is None else rewards,
+                                      images if pretrain else None, prompts if pretrain else None, cfg, progress=False)
+    return p, result.history, len(calls)
+
+
+def test_kl_off_is_the_plain_objective_without_a_copy_or_extra_forward(monkeypatch):
+    """kl_beta = 0 (default or explicit): same weights and losses, no frozen copy, one forward per batch."""
+    import math
+
+    from feedbacklab.finetune import reward_weighted
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("kl_beta = 0 must not copy the UNet")
+
+    monkeypatch.setattr(reward_weighted, "deepcopy", no_copy)
+    rewards = torch.tensor([1.0, 0.0, 0.7, 0.3])
+    runs = [_run(rewards, pretrain=True, beta=0.5, epochs=2, **extra) for extra in ({}, {"kl_beta": 0.0})]
+    (p0, h0, n0), (p1, h1, n1) = runs
+    assert all(torch.equal(v, p1.unet.state_dict()[k]) for k, v in p0.unet.state_dict().items())
+    assert all(math.isnan(h["kl_loss"]) for h in h0 + h1)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "kl_loss"} for row in h]  # noqa: E731
+    assert strip(h0) == strip(h1) and len(h0) == 4
+    assert n0 == n1 == 8  # per step: one D_model and one D_pre forward, no base forward
+
+
+def test_kl_term_is_zero_at_the_start_and_positive_once_the_unet_moves():
+    _, history, _ = _run(beta=0.0, epochs=2, learning_rate=1e-3, ema_decay=None, kl_beta=2.0)
+    assert history[0]["kl_loss"] < 1e-10  # the frozen copy equals the model before the first update (up to rounding)
+    assert all(h["kl_loss"] > 0 for h in history[1:])
+    assert all(h["loss"] == pytest.approx(h["weighted_model_loss"] + 2.0 * h["kl_loss"]) for h in history)
+
+
+def test_large_kl_beta_keeps_the_unet_near_the_base(pipe):
+    """Same seed and data: after training, the UNet's outputs on a fixed input stay closer to the base's (``pipe``,
+    built with the same seed) with β_KL = 100 than with β_KL = 0."""
+    c = pipe.unet.config
+    x = torch.randn(2, c.in_channels, c.sample_size, c.sample_size, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([200, 700])
+    with torch.no_grad():
+        z = pipe.encode_prompt(["two red circles on a white background", ""], "cpu", 1, False)[0]
+        base = pipe.unet(x, t, encoder_hidden_states=z).sample
+    gaps = {}
+    for kl_beta in (0.0, 100.0):
+        tuned, _, _ = _run(beta=0.0, epochs=4, learning_rate=1e-3, ema_decay=None, kl_beta=kl_beta)
+        with torch.no_grad():
+            gaps[kl_beta] = ((tuned.unet(x, t, encoder_hidden_states=z).sample - base) ** 2).mean().item()
+    assert 0 < gaps[100.0] < 0.5 * gaps[0.0]
+
+
+def test_lora_with_kl_uses_the_disabled_adapter_as_base(pipe, monkeypatch):
+    """LoRA + β_KL: no copy (the base is the UNet with its adapter off), base weights untouched, adapter trained and
+    left enabled, kl_loss finite and 0 on the first step."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from feedbacklab.finetune import reward_weighted
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("LoRA needs no copy of the UNet")
+
+    monkeypatch.setattr(reward_weighted, "deepcopy", no_copy)
+    images, prompts = _data()
+    before = _state(pipe.unet)
+    cfg = RewardWeightedConfig(beta=0.0, epochs=2, batch_size=2, use_lora=True, lora_rank=2, learning_rate=1e-2,
+                               kl_beta=1.0, device="cpu")
+    history = reward_weighted_finetune(pipe, images, prompts, torch.ones(4), config=cfg, progress=False).history
+    after = pipe.unet.state_dict()
+    base = {k.replace(".base_layer", ""): v for k, v in after.items() if "lora" not in k}
+    assert base.keys() == before.keys() and all(torch.equal(before[k], base[k]) for k in before)
+    assert any(not torch.allclose(v, torch.zeros_like(v)) for k, v in after.items() if "lora_B" in k)
+    assert not any(m.disable_adapters for m in pipe.unet.modules() if isinstance(m, BaseTunerLayer))
+    assert history[0]["kl_loss"] < 1e-10 and all(0 < h["kl_loss"] < float("inf") for h in history[1:])
+
+
+def test_kl_beta_validation():
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="kl_beta"):
+            RewardWeightedConfig(kl_beta=bad)

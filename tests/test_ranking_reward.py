@@ -143,6 +143,7 @@ def test_best_of_n_hand_made_case():
     assert table.loc[1, "aligned"] == 0.5 and table.loc[1, "artifact"] == 0.5   # first images: p0, q0
     assert table.loc[2, "aligned"] == 0.5 and table.loc[2, "artifact"] == 0.5   # picks p1 (aligned), q1 (artifact)
     assert table.loc[3, "aligned"] == 0.5                                        # picks p1, q1
+    assert table.loc[3, "score"] == pytest.approx((0.9 + 0.8) / 2)              # the proxy of the picks
     rand = ev.best_of_n(None, records, [3])
     assert rand.loc[3, "aligned"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="at least n"):

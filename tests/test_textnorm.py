@@ -194,3 +194,30 @@ def test_reward_ensemble_of_reward_models():
         RewardEnsemble([x, y], spread="range")
     with pytest.raises(TypeError, match="non-empty sequence of RewardModels"):
         RewardEnsemble([])
+
+
+def test_textnorm_from_scores_is_the_softmax_of_the_prompt_column_and_ignores_padding():
+    from feedbacklab.rewards.textnorm import textnorm_from_scores
+
+    m = torch.tensor([[1.0, 0.0, -math.inf], [0.0, 1.0, 2.0]])
+    r = textnorm_from_scores(m, 0.5)
+    expected = [math.exp(2) / (math.exp(2) + 1), 1 / (1 + math.exp(2) + math.exp(4))]
+    assert r.tolist() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="tau"):
+        textnorm_from_scores(m, 0.0)
+
+
+def test_select_tau_picks_the_temperature_with_the_best_per_prompt_auroc():
+    from feedbacklab.rewards.textnorm import select_tau
+
+    # the aligned image wins its set by a small margin over close contrastive prompts; the misaligned one loses
+    # to one contrastive prompt but beats a far-off one: a small τ ranks by "is the prompt the best", a large τ
+    # by the margin over the set's mean, which prefers the misaligned image
+    m = torch.tensor([[1.0, 0.95, 0.95], [1.0, 1.05, -10.0]])
+    labels, groups = [1, 0], ["a", "a"]
+    best, table = select_tau(m, labels, groups, (0.01, 100.0))
+    assert best == 0.01 and table[0.01] == pytest.approx(1.0) and table[100.0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="undefined"):
+        select_tau(m, [1, 1], groups, (0.1,))
+    with pytest.raises(ValueError, match="taus is empty"):
+        select_tau(m, labels, groups, ())

@@ -155,6 +155,43 @@ def pairwise_human_eval(records_a: Sequence[dict[str, Any]], records_b: Sequence
             "b_majority": float((b_votes > n_raters / 2).mean()), "a_majority": float((a_votes > n_raters / 2).mean())}
 
 
+def set_human_eval(records_a: Sequence[dict[str, Any]], records_b: Sequence[dict[str, Any]], set_size: int = 4,
+                   criterion: str = "alignment", n_raters: int = 3, noise_sd: float = 0.1, seed: int = 0
+                   ) -> dict[str, float]:
+    """TextNorm's human evaluation (Kim et al. §5): per prompt, 2·``set_size`` images of each model split into
+    two sets of ``set_size``; each of ``n_raters`` simulated raters compares a set of model a with one of
+    model b and picks the set whose mean latent quality (plus N(0, noise_sd) per image) is higher.
+
+    Returns the shares of rater votes and of majority wins for each model (paper: 8 images per prompt, sets of
+    4, three raters; TextNorm about twice as many alignment wins)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
+    if set_size < 1 or n_raters < 1 or noise_sd < 0:
+        raise ValueError("set_size and n_raters must be >= 1, noise_sd >= 0")
+    key = CRITERIA[criterion]
+    by_prompt: dict[str, list[list[float]]] = {}
+    for side, records in enumerate((records_a, records_b)):
+        for r in records:
+            by_prompt.setdefault(r["prompt"], [[], []])[side].append(float(r["latent"][key]))
+    usable = {p: v for p, v in by_prompt.items() if min(len(v[0]), len(v[1])) >= 2 * set_size}
+    if not usable:
+        raise ValueError(f"no prompt has 2 x set_size = {2 * set_size} images from both models")
+    rng = np.random.default_rng([seed, len(usable), n_raters, set_size])
+    votes = []
+    for qa, qb in usable.values():
+        for s in range(2):  # the two set pairs of the prompt: images [0:k] and [k:2k] of each model
+            a = np.array(qa[s * set_size:(s + 1) * set_size])
+            b = np.array(qb[s * set_size:(s + 1) * set_size])
+            seen_a = a[None] + rng.normal(0, noise_sd, (n_raters, set_size))
+            seen_b = b[None] + rng.normal(0, noise_sd, (n_raters, set_size))
+            votes.append(np.sign(seen_b.mean(1) - seen_a.mean(1)))            # +1: b's set preferred
+    votes = np.array(votes)                                                    # (comparisons, raters)
+    b_votes, a_votes = (votes > 0).sum(1), (votes < 0).sum(1)
+    return {"b_win": float((votes > 0).mean()), "a_win": float((votes < 0).mean()),
+            "b_majority": float((b_votes > n_raters / 2).mean()), "a_majority": float((a_votes > n_raters / 2).mean()),
+            "n_comparisons": int(len(votes))}
+
+
 def paired_gain(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, seed: int = 0) -> dict[str, float]:
     """Mean of ``b − a`` over paired samples with a bootstrap confidence interval (scipy.stats.bootstrap)."""
     from scipy.stats import bootstrap
@@ -245,7 +282,8 @@ def best_of_n(scores: Any, records: Sequence[dict[str, Any]], ns: Sequence[int],
     """True quality of the image a reward selects among the first n images of each prompt, for each n.
 
     One row per n: ``aligned`` and ``artifact`` rates of the top-scored image, averaged over prompts (ties:
-    the first). ``scores=None`` gives random choice in expectation (the mean over the n images)."""
+    the first), and its ``score`` (the proxy the selection maximises: TextNorm's over-optimization picture).
+    ``scores=None`` gives random choice in expectation (the mean over the n images)."""
     import pandas as pd
 
     groups = [r["prompt"] for r in records] if groups is None else list(groups)
@@ -269,7 +307,7 @@ def best_of_n(scores: Any, records: Sequence[dict[str, Any]], ns: Sequence[int],
                          "artifact": np.mean([artifact[p].mean() for p in picks])})
         else:
             best = [p[int(np.argmax(s[p]))] for p in picks]
-            rows.append({"n": n, "aligned": aligned[best].mean(), "artifact": artifact[best].mean()})
+            rows.append({"n": n, "aligned": aligned[best].mean(), "artifact": artifact[best].mean(), "score": s[best].mean()})
     return pd.DataFrame(rows).set_index("n")
 
 

@@ -31,6 +31,7 @@ from .tia2 import (
     per_prompt_alignment,
     release_path,
     rendered_images,
+    generator_images,
     sample_prompts,
     write_tia2,
 )
@@ -38,5 +39,5 @@ from .tia2 import (
 __all__ = ["AlignmentScores", "RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError",
            "TIA2Record", "build_shapes_tia2", "check_prompt_set", "check_subset", "evaluate_tia2",
            "load_alignment_scores", "load_images", "load_prompt_set", "load_tia2", "per_prompt_alignment",
-           "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",
+           "generator_images", "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",
            "world_prompt_set", "write_image_dir", "write_prompt_set", "write_richhf_tfrecord", "write_tia2"]

@@ -224,6 +224,18 @@ def rendered_images(p_misaligned: float = 0.5, size: int = 64) -> ImageSource:
     return images_for
 
 
+def generator_images(pipe: Any, sampler: Any = None, batch_size: int = 32) -> ImageSource:
+    """The benchmark's image source for a diffusers pipeline: ``n`` samples of the prompt, image i seeded
+    ``seed + i`` (``feedback_sets.sample_images``), as uint8 (H, W, 3) arrays."""
+    from feedbacklab.feedback_sets import sample_images
+
+    def images_for(prompt: str, n: int, seed: int) -> list[np.ndarray]:
+        x = sample_images(pipe, [prompt] * n, [seed + i for i in range(n)], sampler, batch_size, progress=False)
+        return list((x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+
+    return images_for
+
+
 def _check_image(image: Any, prompt: str, i: int) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

@@ -1,17 +1,22 @@
-"""Reward-weighted likelihood fine-tuning of a diffusion model (Lee et al. 2023, Eq. 3).
+"""Reward-weighted likelihood fine-tuning of a diffusion model (Lee et al. 2023, Eq. 3), optionally KL-regularised.
 
-``L(θ) = E_{(y,z)∼D_model}[ −r_φ(y,z) · log p_θ(y|z) ] + β · E_{(y,z)∼D_pre}[ −log p_θ(y|z) ]``,
+``L(θ) = E_{(y,z)∼D_model}[ −r_φ(y,z) · log p_θ(y|z) ] + β · E_{(y,z)∼D_pre}[ −log p_θ(y|z) ]
+        + β_KL · E_{(y,z)∼D_model, t, ε}[ ‖f_θ(x_t, t, z) − f_base(x_t, t, z)‖² ]``,
 with ``−log p_θ`` replaced by the per-sample denoising loss, so the objective is
-``mean(r · denoise_loss on model samples) + β · mean(denoise_loss on pre-training pairs)``.
+``mean(r · denoise_loss on model samples) + β · mean(denoise_loss on pre-training pairs) + β_KL · kl_loss``.
+The last term is the KL-style regulariser of TextNorm's supervised fine-tuning (Kim et al. 2024 §5, code t2i-ft):
+the squared gap between the UNet's prediction f (ε or v) and the frozen base UNet's on the model batch's own
+noised latents x_t, timesteps and text states; β_KL = 0 (the default) leaves it out.
 Only the UNet trains (fully, or a LoRA adapter for SD-scale models); VAE and text encoder are frozen.
 """
 from __future__ import annotations
 
 import json
 import math
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +42,15 @@ class RewardWeightedConfig(UNetOptions):
     ema_decay: float | None = 0.99         # return an EMA of the weights (diffusers' --use_ema; the base UNet is an EMA too);
                                            # without it artifacts rose 6.9% → 9.7% (scripts/lee2023_finetune_sweep.py); None: off
     weight_decay: float = 0.0
+    kl_beta: float = 0.0                   # β_KL of mean‖f_θ(x_t,t,z) − f_base(x_t,t,z)‖² on D_model (TextNorm, Kim et al.
+                                           # 2024 §5; t2i-ft's --kl_coeff); 0: off, no frozen base, no extra forward
 
     def __post_init__(self):
         self.check_unet_options()
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if not self.kl_beta >= 0:
+            raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}")
         if self.learning_rate <= 0 or self.epochs < 1 or self.batch_size < 1 or self.pretrain_batch_size < 1:
             raise ValueError("learning_rate must be > 0; epochs, batch_size and pretrain_batch_size >= 1")
         if not 0.0 <= self.uncond_prob < 1.0:
@@ -67,9 +76,14 @@ class FinetuneResult:
     checkpoint: Path | None
 
 
-def denoising_loss(unet: torch.nn.Module, scheduler: Any, latents: torch.Tensor, text_embeds: torch.Tensor,
-                   noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """Per-sample diffusion loss ``‖target − unet(x_t, t, z)‖²`` (mean over latent dims) → (B,); ε or v target."""
+def _per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``‖a − b‖²`` in fp32, mean over all but the batch dim → (B,)."""
+    return F.mse_loss(a.float(), b.float(), reduction="none").flatten(1).mean(1)
+
+
+def _denoise(unet: Callable[..., Any], scheduler: Any, latents: torch.Tensor, text_embeds: torch.Tensor,
+             noise: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-sample denoising loss (B,), noised latents x_t, UNet prediction): x_t and the prediction feed the KL term."""
     noisy = scheduler.add_noise(latents, noise, timesteps)
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
@@ -79,7 +93,13 @@ def denoising_loss(unet: torch.nn.Module, scheduler: Any, latents: torch.Tensor,
     else:
         raise ValueError(f"unsupported prediction_type {kind!r}; accepted: 'epsilon', 'v_prediction'")
     pred = unet(noisy, timesteps, encoder_hidden_states=text_embeds).sample
-    return F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    return _per_sample_mse(pred, target), noisy, pred
+
+
+def denoising_loss(unet: torch.nn.Module, scheduler: Any, latents: torch.Tensor, text_embeds: torch.Tensor,
+                   noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """Per-sample diffusion loss ``‖target − unet(x_t, t, z)‖²`` (mean over latent dims) → (B,); ε or v target."""
+    return _denoise(unet, scheduler, latents, text_embeds, noise, timesteps)[0]
 
 
 def reward_weighted_loss(model_losses: torch.Tensor, rewards: torch.Tensor,
@@ -139,6 +159,20 @@ def _add_lora(unet: torch.nn.Module, config: RewardWeightedConfig) -> list[torch
     return params
 
 
+def _frozen_base(unet: torch.nn.Module, use_lora: bool) -> Callable[..., Any]:
+    """f_base of the KL term: with LoRA the same UNet with its adapter disabled (no copy), else a frozen deepcopy."""
+    if not use_lora:
+        return deepcopy(unet).eval().requires_grad_(False)
+
+    def base(*args: Any, **kwargs: Any) -> Any:
+        unet.disable_adapters()
+        try:
+            return unet(*args, **kwargs)
+        finally:
+            unet.enable_adapters()
+    return base
+
+
 def prepare_unet_training(pipe: Any, config: Any) -> tuple[torch.device, torch.dtype | None, bool, torch.Generator, list]:
     """Seed, move ``pipe`` to the config's device, freeze VAE and text encoder, and make the UNet (or a LoRA
     adapter) trainable; returns (device, autocast dtype, use grad scaler, CPU generator, trainable params)."""
@@ -190,7 +224,8 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
                              pretrain_prompts: Sequence[str] | None = None,
                              config: RewardWeightedConfig | None = None, output_dir: str | Path | None = None,
                              progress: bool = True) -> FinetuneResult:
-    """Fine-tune ``pipe.unet`` on D_model (images (N, 3, H, W) in [0, 1], prompts, rewards r_φ) and D_pre (Eq. 3).
+    """Fine-tune ``pipe.unet`` on D_model (images (N, 3, H, W) in [0, 1], prompts, rewards r_φ) and D_pre (Eq. 3),
+    plus ``config.kl_beta`` times the KL-style term to the UNet as it was before training (module docstring).
 
     Works for any diffusers pipeline with ``unet``/``vae``/``text_encoder``/``scheduler``; saves to ``output_dir``."""
     from diffusers import DDPMScheduler
@@ -205,6 +240,7 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         raise ValueError("beta > 0 needs pretrain_images and pretrain_prompts (D_pre); pass them or set beta=0")
     device, amp_dtype, use_scaler, gen, params = prepare_unet_training(pipe, config)
     unet = pipe.unet
+    base_unet = _frozen_base(unet, config.use_lora) if config.kl_beta > 0 else None
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
     r = torch.as_tensor(rewards, dtype=torch.float32)
@@ -222,13 +258,21 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         x_pre = encode_latents(pipe.vae, pretrain_images)
         z_pre = torch.tensor([pos[p] for p in pretrain_prompts])
 
-    def batch_loss(latents: torch.Tensor, prompt_idx: torch.Tensor) -> torch.Tensor:
+    def batch_loss(latents: torch.Tensor, prompt_idx: torch.Tensor,
+                   base: Callable[..., Any] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(per-sample denoising loss (B,), and with a ``base`` the KL term averaged over the batch, else None)."""
         drop = torch.rand(len(prompt_idx), generator=gen) < config.uncond_prob
         prompt_idx = prompt_idx.masked_fill(drop, pos[""])
         noise = torch.randn(latents.shape, generator=gen).to(device)
         t = torch.randint(t_lo, t_hi, (len(prompt_idx),), generator=gen).to(device)
+        z = text[prompt_idx.to(device)]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            return denoising_loss(unet, scheduler, latents, text[prompt_idx.to(device)], noise, t)
+            losses, noisy, pred = _denoise(unet, scheduler, latents, z, noise, t)
+            if base is None:
+                return losses, None
+            with torch.no_grad():
+                base_pred = base(noisy, t, encoder_hidden_states=z).sample
+            return losses, _per_sample_mse(pred, base_pred).mean()
 
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     ema = None
@@ -247,19 +291,23 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         weights, mask = r[b].to(device), (r[b] > 0).to(device)
         keep = b[r[b] > 0]  # zero-weight samples add nothing to Eq. 3: skip their forward pass
         model_losses = torch.zeros(len(b), device=device)
+        kl = None  # stays None with kl_beta == 0 or no forward pass this step
         if len(keep):
-            model_losses[mask] = batch_loss(sample_latents(*(x[keep.to(x.device)] for x in x_model), scale, gen),
-                                            z_model[keep])
+            model_losses[mask], kl = batch_loss(sample_latents(*(x[keep.to(x.device)] for x in x_model), scale, gen),
+                                                z_model[keep], base_unet)
         pre_losses = None
         if config.beta > 0:
             p = torch.randint(0, len(z_pre), (config.pretrain_batch_size,), generator=gen)
-            pre_losses = batch_loss(sample_latents(*(x[p.to(x.device)] for x in x_pre), scale, gen), z_pre[p])
+            pre_losses = batch_loss(sample_latents(*(x[p.to(x.device)] for x in x_pre), scale, gen), z_pre[p])[0]
         loss = reward_weighted_loss(model_losses, weights, pre_losses, config.beta)
+        if kl is not None:
+            loss = loss + config.kl_beta * kl
         if loss.requires_grad:  # False only when every weight in the batch is 0 and beta == 0
             optimizer_step(loss, opt, scaler, params, config.max_grad_norm, ema)
         history.append({"step": step, "loss": loss.item(), "weighted_model_loss": (weights * model_losses).mean().item(),
                         "model_loss": model_losses[mask].mean().item() if len(keep) else float("nan"),
-                        "pretrain_loss": pre_losses.mean().item() if pre_losses is not None else float("nan")})
+                        "pretrain_loss": pre_losses.mean().item() if pre_losses is not None else float("nan"),
+                        "kl_loss": kl.item() if kl is not None else float("nan")})
     if ema is not None:  # the averaged weights are the result, as in the base model's own training
         ema.copy_to(params)
     unet.eval().requires_grad_(False)

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .base import RewardModel, check_score_inputs
@@ -61,14 +62,12 @@ class TextNorm(RewardModel):
                              f"contrastive prompt")
         return out
 
-    def score(self, prompts: str | Sequence[str], images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] → (B,) ``r_TN``; differentiable in ``images`` when the base reward is.
-
-        The base reward scores every (image, prompt') pair of ``{z} ∪ C(z)`` in one call, images repeated.
-        """
+    def set_scores(self, prompts: str | Sequence[str], images: torch.Tensor) -> torch.Tensor:
+        """The base reward of each image against its prompt (column 0) and its contrastive prompts → (B, M),
+        −inf where a set is shorter than the longest; one base call over every (image, prompt′) pair."""
         prompts = check_score_inputs(prompts, images)
         if not prompts:
-            return images.new_zeros(0)
+            return images.new_zeros(0, 1)
         sets = [[p] + self.contrastive_set(p) for p in prompts]  # every set checked before scoring
         sizes = torch.tensor([len(s) for s in sets], device=images.device)
         flat = [q for s in sets for q in s]
@@ -78,9 +77,42 @@ class TextNorm(RewardModel):
                              f"for {len(flat)} (image, prompt) pairs")
         sizes = sizes.to(rewards.device)
         mask = torch.arange(int(sizes.max()), device=rewards.device) < sizes[:, None]  # (B, max |set|)
-        logits = torch.full(mask.shape, -math.inf, dtype=rewards.dtype, device=rewards.device)
-        logits = logits.masked_scatter(mask, rewards / self.tau)  # row i: z_i first, then C(z_i), -inf padding
-        return torch.exp(logits[:, 0] - torch.logsumexp(logits, dim=1))
+        matrix = torch.full(mask.shape, -math.inf, dtype=rewards.dtype, device=rewards.device)
+        return matrix.masked_scatter(mask, rewards)  # row i: z_i first, then C(z_i), -inf padding
+
+    def score(self, prompts: str | Sequence[str], images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] → (B,) ``r_TN``; differentiable in ``images`` when the base reward is."""
+        prompts = check_score_inputs(prompts, images)
+        if not prompts:
+            return images.new_zeros(0)
+        return textnorm_from_scores(self.set_scores(prompts, images), self.tau)
+
+
+def textnorm_from_scores(set_scores: torch.Tensor, tau: float) -> torch.Tensor:
+    """``r_TN`` from a (B, M) matrix of base rewards (column 0: the prompt; −inf: padding), at temperature τ.
+
+    Scoring once with :meth:`TextNorm.set_scores` and normalising here lets τ be tuned without re-scoring."""
+    tau = check_tau(tau)
+    logits = torch.as_tensor(set_scores) / tau
+    return torch.exp(logits[:, 0] - torch.logsumexp(logits, dim=1))
+
+
+def select_tau(set_scores: torch.Tensor, labels: Sequence[int], groups: Sequence, taus: Sequence[float]
+               ) -> tuple[float, dict[float, float]]:
+    """The τ of ``taus`` with the highest mean per-prompt AUROC of ``r_TN`` against binary ``labels`` (the
+    paper tunes τ per reward); returns (best τ, {τ: mean AUROC}). Use labelled images outside the test set."""
+    from feedbacklab import metrics
+
+    if not len(taus):
+        raise ValueError("taus is empty: give the temperatures to try, e.g. (0.01, 0.03, 0.1, 0.3, 1.0)")
+    table = {}
+    for tau in taus:
+        r = textnorm_from_scores(set_scores, tau).detach().cpu().numpy()
+        table[float(tau)] = metrics.per_group(metrics.auroc, r, np.asarray(labels), list(groups), skip_single_class=True).mean
+    defined = {t: v for t, v in table.items() if not math.isnan(v)}
+    if not defined:
+        raise ValueError("no prompt has both aligned and misaligned images: AUROC is undefined, cannot select tau")
+    return max(defined, key=defined.get), table
 
 
 @register("textnorm")

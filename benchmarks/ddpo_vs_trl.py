@@ -70,8 +70,9 @@ class RecordingReward:
 
 def evaluate(pipe, model, setting: dict, prompts: list[str]) -> float:
     """Mean reward of the current policy on a fixed evaluation set: every prompt × the same initial noises
-    (common random numbers for both implementations), deterministic DDIM (η = 0) at the training's steps and
-    guidance. Evaluation queries are not training queries and are not counted."""
+    (common random numbers for both implementations: every image's initial and step noise comes from its own
+    seeded generator), the training policy's DDIM η, steps and guidance. Evaluation queries are not training
+    queries and are not counted."""
     from feedbacklab.feedback_sets import SamplerConfig, sample_images
 
     train = pipe.unet.training
@@ -80,7 +81,7 @@ def evaluate(pipe, model, setting: dict, prompts: list[str]) -> float:
     eval_prompts = [p for p in prompts for _ in range(n)]
     seeds = [10_000 + i for i in range(len(eval_prompts))]
     images = sample_images(pipe, eval_prompts, seeds, SamplerConfig(num_inference_steps=setting["num_inference_steps"],
-                                                                    guidance_scale=SHARED["guidance_scale"], eta=0.0),
+                                                                    guidance_scale=SHARED["guidance_scale"], eta=SHARED["eta"]),
                            batch_size=setting["sample_batch_size"], progress=False)
     pipe.unet.train(train)
     return float(model.score(eval_prompts, images).mean())

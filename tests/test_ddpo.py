@@ -223,6 +223,8 @@ def test_config_rejects_bad_settings_with_the_reason():
         _config(samples_per_round=10, sample_batch_size=4)
     with pytest.raises(ValueError, match="train_batch_size × gradient_accumulation_steps"):
         _config(samples_per_round=8, train_batch_size=4, gradient_accumulation_steps=3)
+    with pytest.raises(ValueError, match="skip_final_steps"):
+        _config(skip_final_steps=4)
     with pytest.raises(ValueError, match="timestep_fraction"):
         _config(timestep_fraction=0.0)
     with pytest.raises(ValueError, match="kl_coef"):
@@ -276,6 +278,24 @@ def test_timesteps_per_pass_gives_the_same_update(pipe, monkeypatch):
     b = ddpo_finetune(_new_pipe(), PROMPTS, _brightness, _config(timesteps_per_pass=4), progress=False).pipe.unet
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_skipped_final_steps_get_no_gradient(pipe, monkeypatch):
+    """With skip_final_steps=1 the update never evaluates the last recorded step's timestep."""
+    import feedbacklab.finetune.ddpo as ddpo_mod
+
+    seen = []
+    real = ddpo_mod.guided_output
+
+    def spy(unet, latents, timesteps, *args):
+        seen.extend(torch.as_tensor(timesteps).reshape(-1).tolist())
+        return real(unet, latents, timesteps, *args)
+
+    monkeypatch.setattr(ddpo_mod, "guided_output", spy)
+    ddpo_finetune(pipe, PROMPTS, _brightness, _config(skip_final_steps=1), progress=False)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(4)
+    assert seen and int(sched.timesteps[-1]) not in seen and set(seen) == set(sched.timesteps[:-1].tolist())
 
 
 def test_kl_penalty_is_tracked_and_zero_before_the_first_update(pipe):

@@ -284,3 +284,18 @@ def test_kl_beta_validation():
     for bad in (-0.1, float("nan")):
         with pytest.raises(ValueError, match="kl_beta"):
             RewardWeightedConfig(kl_beta=bad)
+
+
+def test_select_top_k_per_prompt_weights_are_min_max_within_the_selection():
+    import numpy as np
+
+    from feedbacklab.finetune import select_top_k_per_prompt
+
+    prompts = ["a", "a", "a", "b", "b"]
+    idx, w = select_top_k_per_prompt([0.1, 0.9, 0.5, 2.0, 2.0], prompts, k=2)
+    assert idx.tolist() == [1, 2, 3, 4]                  # a: 0.9, 0.5; b: a tie keeps both, in order
+    np.testing.assert_allclose(w, [1.0, 0.0, 1.0, 1.0])   # a scaled to [0, 1]; b tied: all 1
+    with pytest.raises(ValueError, match="positive integer"):
+        select_top_k_per_prompt([0.1], ["a"], k=0)
+    with pytest.raises(ValueError, match="N = 2 prompts"):
+        select_top_k_per_prompt([0.1], ["a", "b"], k=1)

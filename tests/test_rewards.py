@@ -219,3 +219,21 @@ def test_clip_score_loads_an_open_clip_directory_by_path(tmp_path):
     assert torch.allclose(reward.score(prompts, images), direct.score(prompts, images), atol=1e-5)
     with pytest.raises(TypeError, match="clip must be"):
         ClipBackbone.resolve(3)
+
+
+def test_oracle_reward_is_the_oracles_latent_alignment():
+    import numpy as np
+
+    from feedbacklab import world
+    from feedbacklab.feedback.annotators import latent_scores
+    from feedbacklab.rewards import load_reward
+
+    prompt = "two red circles on a white background"
+    right = world.render(world.parse(prompt), seed=0)[0]
+    wrong = world.render(world.parse("three blue squares on a white background"), seed=0)[0]
+    x = torch.from_numpy(np.stack([right, wrong])).permute(0, 3, 1, 2).float() / 255
+    r = load_reward("oracle").score([prompt, prompt], x)
+    assert r[0].item() == 1.0 and r[1].item() < 1.0
+    assert r[1].item() == pytest.approx(latent_scores(world.judge(prompt, wrong))["alignment"])
+    with pytest.raises(ValueError, match="unknown oracle aspect"):
+        load_reward("oracle", aspect="beauty")

@@ -221,3 +221,42 @@ def test_select_tau_picks_the_temperature_with_the_best_per_prompt_auroc():
         select_tau(m, [1, 1], groups, (0.1,))
     with pytest.raises(ValueError, match="taus is empty"):
         select_tau(m, labels, groups, ())
+
+
+@pytest.mark.parametrize("name", ["clip-score", "clip-mlp", "imagereward", "rahf"])
+def test_score_sets_equals_scoring_every_pair_separately(name):
+    """Each reward's shortcut (image encoded once per set) gives the same numbers as repeating the image."""
+    from feedbacklab.rewards import load_reward
+    from feedbacklab.rewards.base import RewardModel
+
+    torch.manual_seed(0)
+    if name == "rahf":
+        from feedbacklab.models.rahf import build_rahf
+        from feedbacklab.rewards import RAHFReward
+
+        reward = RAHFReward(build_rahf("multi-head", ["a red circle", "two blue squares"], clip="shapes-clip", device="cpu"),
+                            aspect="alignment")
+    elif name == "clip-mlp":
+        from feedbacklab.rewards import ClipBackbone, ClipMLPReward
+
+        reward = ClipMLPReward(ClipBackbone.from_name("shapes-clip", device="cpu"))
+    else:
+        reward = load_reward(name, clip="shapes-clip", device="cpu") if name == "imagereward" else load_reward(name)
+    images = torch.rand(3, 3, 64, 64)
+    sets = [["a red circle", "two red circles"], ["two blue squares"], ["a red circle", "one green star", "two blue squares"]]
+    with torch.no_grad():
+        fast = reward.score_sets(sets, images)
+        slow = RewardModel.score_sets(reward, sets, images)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="one prompt set per image"):
+        reward.score_sets(sets[:2], images)
+
+
+def test_world_prompt_set_can_keep_only_count_edits():
+    full = prompt_sets.world_prompt_set(["two red circles on a white background"])
+    counts = prompt_sets.world_prompt_set(["two red circles on a white background"], attributes=("count",))
+    edits = counts["two red circles on a white background"]
+    assert edits and set(edits) < set(full["two red circles on a white background"])
+    assert all(e.endswith("red circles on a white background") or e.endswith("red circle on a white background") for e in edits)
+    with pytest.raises(ValueError, match="subset of"):
+        prompt_sets.world_prompt_set(["two red circles on a white background"], attributes=("size",))

@@ -277,6 +277,35 @@ def consolidated_preference(rankings: Sequence[Any]) -> dict[str, float]:
     return {item: -float(np.mean(r)) for item, r in ranks.items()}
 
 
+class RoundJudge:
+    """A fine-tuning callback ``(round, row, trajectories)`` (``ddpo_finetune``'s) that judges the policy after each
+    round on fixed prompts and seeds: the proxy reward's mean and the oracle's aligned rate, against reward
+    queries. Call it once with ``(-1, None, None)`` before training for the starting point; ``frame()`` is the curve."""
+
+    def __init__(self, pipe: Any, prompts: Sequence[str], n_per_prompt: int, proxy: Any, seed: int = 0,
+                 sampler: Any = None, batch_size: int = 32):
+        self.pipe, self.prompts, self.n, self.proxy = pipe, list(prompts), n_per_prompt, proxy
+        self.seed, self.sampler, self.batch_size = seed, sampler, batch_size
+        self.rows: list[dict[str, float]] = []
+
+    def __call__(self, rnd: int, row: dict[str, float] | None, trajectories: Any = None) -> None:
+        training = self.pipe.unet.training
+        self.pipe.unet.eval()
+        judged, summary = evaluate_generator(self.pipe, self.prompts, self.n, self.seed, self.sampler, self.batch_size,
+                                             None, progress=False)
+        self.pipe.unet.train(training)
+        with torch.no_grad():
+            proxy = float(self.proxy.score(judged.prompts, judged.tensors()).mean())
+        row = row or {}
+        self.rows.append({"reward_queries": row.get("reward_queries", 0), "proxy": proxy, "aligned": summary["aligned_rate"],
+                          "kl": row.get("kl", 0.0), "train_reward": row.get("reward_mean", float("nan"))})
+
+    def frame(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame(self.rows).set_index("reward_queries")
+
+
 def best_of_n(scores: Any, records: Sequence[dict[str, Any]], ns: Sequence[int], groups: Sequence[Any] | None = None
               ) -> "pd.DataFrame":
     """True quality of the image a reward selects among the first n images of each prompt, for each n.

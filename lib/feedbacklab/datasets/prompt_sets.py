@@ -53,12 +53,23 @@ def write_prompt_set(mapping: Mapping[str, list[str]], path: str | Path) -> Path
     return path
 
 
-def world_prompt_set(prompts: Iterable[str]) -> dict[str, list[str]]:
+EDIT_ATTRIBUTES = ("count", "color", "shape", "background", "relation")
+
+
+def world_prompt_set(prompts: Iterable[str], attributes: Iterable[str] | None = None) -> dict[str, list[str]]:
     """``{prompt: world.contrastive_prompts(prompt)}`` for ShapesWorld prompts: every one-attribute edit
-    (count, color, shape, background, relation) is a contrastive prompt. A prompt outside the grammar
-    raises the grammar's PromptError."""
-    from feedbacklab.world.grammar import contrastive_prompts
+    (count, color, shape, background, relation) is a contrastive prompt; ``attributes`` keeps only the edits
+    of those attributes (e.g. ``("count",)``: a counting-specific set). A prompt outside the grammar raises the
+    grammar's PromptError; one left without edits raises a TIA2FormatError."""
+    from feedbacklab.world.grammar import contrastive_prompts, contrastive_specs, parse, prompt
 
     if isinstance(prompts, str):
         raise TypeError("prompts must be an iterable of prompt strings, not one string")
-    return check_prompt_set({p: contrastive_prompts(p) for p in prompts}, "world prompt set")
+    if attributes is None:
+        return check_prompt_set({p: contrastive_prompts(p) for p in prompts}, "world prompt set")
+    keep = set(attributes)
+    if not keep or keep - set(EDIT_ATTRIBUTES):
+        raise ValueError(f"attributes must be a non-empty subset of {EDIT_ATTRIBUTES}, got {sorted(keep)}")
+    return check_prompt_set({p: [prompt(v) for a, v in contrastive_specs(parse(p)) if a in keep] for p in prompts},
+                            f"world prompt set ({', '.join(sorted(keep))} edits)")
+

@@ -7,7 +7,7 @@
 from .data import pretraining_pairs
 from .ddim_logprob import DDIMStepOutput, ddim_step_with_logprob, gaussian_step_kl
 from .ddpo import DDPOConfig, as_reward_fn, ddpo_finetune, ddpo_loss
-from .filtered import filtered_finetune, select_best_per_prompt, select_random_per_prompt
+from .filtered import filtered_finetune, select_best_per_prompt, select_random_per_prompt, select_top_k_per_prompt
 from .refl import ReFLConfig, refl_finetune, refl_loss
 from .stat_tracking import PerPromptStatTracker
 from .trajectories import Trajectories, sample_trajectories
@@ -16,6 +16,6 @@ from .reward_weighted import (FinetuneResult, RewardWeightedConfig, denoising_lo
 
 __all__ = ["DDIMStepOutput", "ddim_step_with_logprob", "gaussian_step_kl", "DDPOConfig", "as_reward_fn", "ddpo_finetune",
            "ddpo_loss", "PerPromptStatTracker", "Trajectories", "sample_trajectories",
-           "filtered_finetune", "select_best_per_prompt", "select_random_per_prompt", "FinetuneResult", "ReFLConfig", "RewardWeightedConfig", "denoising_loss", "encode_latents",
+           "filtered_finetune", "select_best_per_prompt", "select_random_per_prompt", "select_top_k_per_prompt", "FinetuneResult", "ReFLConfig", "RewardWeightedConfig", "denoising_loss", "encode_latents",
            "encode_prompts", "pretraining_pairs", "refl_finetune", "refl_loss", "reward_weighted_finetune",
            "reward_weighted_loss", "sample_latents", "save_finetuned"]

@@ -56,6 +56,9 @@ class DDPOConfig(UNetOptions):
     gradient_accumulation_steps: int = 1   # train batches per optimizer step (train.gradient_accumulation_steps)
     inner_epochs: int = 1                  # passes over a round's samples (train.num_inner_epochs)
     timestep_fraction: float = 1.0         # share of each chain's steps trained on (train.timestep_fraction)
+    skip_final_steps: int = 0              # never train on the last N steps (0: all, as ddpo-pytorch / trl). The last
+                                           # step's σ_t is tiny (0.03 on the shipped 10-step schedule), so its gradient
+                                           # dominates (13x the next step's here) yet it only moves fine detail
     clip_range: float = 1e-4               # ε of the clipped ratio (train.clip_range)
     adv_clip_max: float = 5.0              # advantages clipped to ±this (train.adv_clip_max)
     learning_rate: float = 3e-4            # AdamW (train.learning_rate)
@@ -94,6 +97,8 @@ class DDPOConfig(UNetOptions):
             raise ValueError(f"train_batch_size × gradient_accumulation_steps ({self.train_batch_size} × "
                              f"{self.gradient_accumulation_steps}) must divide samples_per_round ({self.samples_per_round}), "
                              "so every optimizer step sees the same number of samples")
+        if not isinstance(self.skip_final_steps, int) or not 0 <= self.skip_final_steps < self.num_inference_steps:
+            raise ValueError(f"skip_final_steps must be an integer in [0, num_inference_steps), got {self.skip_final_steps}")
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ValueError(f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
         if self.clip_range <= 0 or self.adv_clip_max <= 0:
@@ -113,7 +118,7 @@ class DDPOConfig(UNetOptions):
     @property
     def train_timesteps(self) -> int:
         """How many of each chain's steps are trained on per inner epoch."""
-        return max(1, int(self.num_inference_steps * self.timestep_fraction))
+        return max(1, int((self.num_inference_steps - self.skip_final_steps) * self.timestep_fraction))
 
     @property
     def computes_kl(self) -> bool:
@@ -265,7 +270,7 @@ def ddpo_finetune(pipe: Any, prompts: Sequence[str], reward: Any, config: DDPOCo
 def _train_round(unet, frozen, scheduler, traj: Trajectories, advantages: torch.Tensor, text_cache, config: DDPOConfig,
                  device, amp_dtype, gen, opt, scaler, params, ema) -> dict[str, float]:
     """The update of one round: ``inner_epochs`` shuffled passes of DDPO_IS (+ λ·KL) over the round's samples."""
-    n, n_steps = len(traj), len(traj.timesteps)
+    n, n_steps = len(traj), len(traj.timesteps) - config.skip_final_steps
     k = config.train_timesteps
     chunk = config.timesteps_per_pass
     sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}

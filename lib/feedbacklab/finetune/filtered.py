@@ -43,6 +43,25 @@ def select_best_per_prompt(scores: Any, prompts: Sequence[str], threshold: float
     return np.array(sorted(keep), dtype=int)
 
 
+def select_top_k_per_prompt(scores: Any, prompts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """TextNorm's SFT data (Kim et al. §5): each prompt's ``k`` top-scored samples, and reward-weighted-regression
+    weights — the score min–max scaled within the prompt's selection (all 1 when the selection ties)."""
+    s = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=float).reshape(-1)
+    if len(s) != len(prompts):
+        raise ValueError(f"scores must be (N,) with N = {len(prompts)} prompts, got shape {s.shape}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    idx, weights = [], []
+    for members in _groups(prompts).values():
+        top = np.asarray(members)[np.argsort(-s[members], kind="stable")[:k]]
+        v = s[top]
+        idx += top.tolist()
+        weights += ((v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.ones_like(v)).tolist()
+    return np.array(idx, dtype=int), np.array(weights, dtype=np.float32)
+
+
 def select_random_per_prompt(prompts: Sequence[str], n_keep: int, seed: int = 0) -> np.ndarray:
     """The control selection: ``n_keep`` random prompts, one random sample of each."""
     groups = list(_groups(prompts).values())

@@ -5,7 +5,7 @@ Registered: ``clip-score`` (cosine similarity of CLIP embeddings, the baseline),
 (ImageReward-style: CLIP tokens fused by cross-attention, trained on rankings), ``aesthetic`` (image-only
 MLP on CLIP embeddings, trained on the same pairs), ``rahf`` (RAHF's predicted scores), ``ImageReward-v1.0`` (the official model, with the
 optional ``image-reward`` package), and the image-only ``jpeg-compressibility`` / ``jpeg-incompressibility`` /
-``brightness`` (DDPO's rewards with a known truth). A directory saved by a reward's ``save`` loads by path. Images are
+``brightness`` (DDPO's rewards with a known truth), and ``oracle`` (the world's truth: the perfect-reward diagnostic). A directory saved by a reward's ``save`` loads by path. Images are
 float (B, 3, H, W) in [0, 1]. ``textnorm`` wraps any reward (Kim et al. 2024: a softmax over contrastive
 prompts); ``RewardEnsemble`` / ``ensemble_scores`` combine K rewards (the mean, or mean − λ·spread).
 """
@@ -18,6 +18,7 @@ from .clip_score import ClipScore
 from .ensemble import RewardEnsemble, combine_rewards, ensemble_scores, normalize_rewards
 from .image_stats import Brightness, JpegCompressibility
 from .imagereward_official import OfficialImageReward
+from .oracle import OracleReward
 from .pairwise import PairIndex, pairwise_loss
 from .rahf import RAHFReward
 from .ranking import RankingReward, RankingRewardConfig, RankingTrainConfig, fit_ranking_reward
@@ -28,7 +29,7 @@ __all__ = [
     "AestheticConfig", "AestheticReward", "fit_aesthetic",
     "RewardModel", "check_score_inputs", "ClipBackbone", "ClipScore", "ClipMLPConfig", "ClipMLPReward",
     "RewardTrainConfig", "fit_reward", "mse_loss", "prompt_classification_loss", "reward_loss",
-    "Brightness", "JpegCompressibility", "OfficialImageReward", "PairIndex", "pairwise_loss", "RAHFReward",
+    "Brightness", "JpegCompressibility", "OfficialImageReward", "OracleReward", "PairIndex", "pairwise_loss", "RAHFReward",
     "RankingReward", "RankingRewardConfig", "RankingTrainConfig", "fit_ranking_reward",
     "list_rewards", "load_reward", "register",
     "RewardEnsemble", "combine_rewards", "ensemble_scores", "normalize_rewards", "TextNorm",

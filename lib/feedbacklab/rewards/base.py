@@ -30,6 +30,18 @@ def check_score_inputs(prompts: str | Sequence[str], images: torch.Tensor) -> li
     return prompts
 
 
+def set_rows(prompt_sets: Sequence[Sequence[str]], images: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """For :meth:`RewardModel.score_sets`: the image row of each (image, prompt) pair and the flat prompts."""
+    prompt_sets = [list(s) for s in prompt_sets]
+    if images.ndim != 4 or len(prompt_sets) != images.shape[0]:
+        raise ValueError(f"need one prompt set per image: {len(prompt_sets)} sets for images of shape {tuple(images.shape)}")
+    flat = [p for s in prompt_sets for p in s]
+    if not all(isinstance(p, str) for p in flat):
+        raise TypeError("every prompt of every set must be a string")
+    rows = torch.repeat_interleave(torch.arange(len(prompt_sets)), torch.tensor([len(s) for s in prompt_sets], dtype=torch.long))
+    return rows, flat
+
+
 class RewardModel(torch.nn.Module, abc.ABC):
     """A text-image reward ``r(y, z)``; subclasses implement :meth:`score`."""
 
@@ -39,6 +51,14 @@ class RewardModel(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def score(self, prompts: str | Sequence[str], images: torch.Tensor) -> torch.Tensor:
         """Score images (B, 3, H, W) float in [0, 1] against their prompts; returns (B,) float."""
+
+    def score_sets(self, prompt_sets: Sequence[Sequence[str]], images: torch.Tensor) -> torch.Tensor:
+        """Each image scored against every prompt of its set → (Σ |set|,) in order (TextNorm's contrastive sets).
+
+        The default repeats each image once per prompt; rewards whose image encoding does not depend on the
+        prompt override it to encode each image once."""
+        rows, flat = set_rows(prompt_sets, images)
+        return self.score(flat, images[rows.to(images.device)])
 
     @property
     def device(self) -> torch.device:

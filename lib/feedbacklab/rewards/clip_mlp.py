@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .base import RewardModel, check_score_inputs
+from .base import RewardModel, check_score_inputs, set_rows
 from .clip_backbone import ClipBackbone, SavedHead
 from .registry import register
 
@@ -92,6 +92,12 @@ class ClipMLPReward(SavedHead, RewardModel):
         prompts = check_score_inputs(prompts, images)
         self.head.eval()
         return self.head(self.backbone.embed_images(images), self.backbone.embed_texts(prompts))
+
+    @torch.no_grad()
+    def score_sets(self, prompt_sets: Sequence[Sequence[str]], images: torch.Tensor) -> torch.Tensor:
+        """Each image embedded once; the head scores every (image, prompt) pair of its set."""
+        rows, flat = set_rows(prompt_sets, images)
+        return self.score_embeddings(self.backbone.embed_images(images)[rows.to(self.backbone.mean.device)], flat)
 
     @torch.no_grad()
     def score_embeddings(self, image_embeds: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:

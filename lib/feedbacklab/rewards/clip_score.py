@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .base import RewardModel, check_score_inputs
+from .base import RewardModel, check_score_inputs, set_rows
 from .clip_backbone import ClipBackbone
 from .registry import register
 
@@ -24,6 +24,15 @@ class ClipScore(RewardModel):
         """(B, 3, H, W) in [0, 1] → (B,) cosine similarities in [-1, 1]."""
         prompts = check_score_inputs(prompts, images)
         return (self.backbone.embed_images(images) * self.backbone.embed_texts(prompts)).sum(-1)
+
+    @torch.no_grad()
+    def score_sets(self, prompt_sets: Sequence[Sequence[str]], images: torch.Tensor) -> torch.Tensor:
+        """Each image embedded once and each distinct prompt once, then one cosine per (image, prompt) pair."""
+        rows, flat = set_rows(prompt_sets, images)
+        index = {p: i for i, p in enumerate(dict.fromkeys(flat))}
+        text, img = self.backbone.embed_texts(list(index)), self.backbone.embed_images(images)
+        cols = torch.tensor([index[p] for p in flat], device=img.device)
+        return (img[rows.to(img.device)] * text[cols]).sum(-1)
 
     def gradient_map(self, prompts: str | Sequence[str], images: torch.Tensor, smooth: float = 2.0) -> torch.Tensor:
         """Where the similarity is most sensitive: ``|∂ cos / ∂ pixel|`` summed over channels, Gaussian-smoothed

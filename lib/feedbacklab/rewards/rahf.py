@@ -13,7 +13,7 @@ import torch
 
 from feedbacklab.feedback.records import SCORE_ASPECTS
 
-from .base import RewardModel, check_score_inputs
+from .base import RewardModel, check_score_inputs, set_rows
 from .registry import register
 
 ASPECTS = (*SCORE_ASPECTS, "mean")
@@ -38,6 +38,16 @@ class RAHFReward(RewardModel):
         out = self.model(self.model.features(images.to(self.model.device)), prompts, tasks=tasks)
         scores = out["scores"][:, [list(out["score_aspects"]).index(a) for a in tasks]]
         return scores.mean(1)
+
+
+    def score_sets(self, prompt_sets: Sequence[Sequence[str]], images: torch.Tensor) -> torch.Tensor:
+        """The frozen ViT blocks run once per image; the rest once per (image, prompt) pair."""
+        rows, flat = set_rows(prompt_sets, images)
+        self.model.eval()
+        tasks = SCORE_ASPECTS if self.aspect == "mean" else (self.aspect,)
+        features = self.model.features(images.to(self.model.device))
+        out = self.model(features[rows.to(features.device)], flat, tasks=tasks)
+        return out["scores"][:, [list(out["score_aspects"]).index(a) for a in tasks]].mean(1)
 
 
 @register("rahf", loader=lambda path, **kw: rahf(path=path, **kw))

@@ -24,7 +24,7 @@ from torch import nn
 
 from feedbacklab.models.clip_tokens import ClipTokens
 
-from .base import RewardModel, check_score_inputs
+from .base import RewardModel, check_score_inputs, set_rows
 from .clip_backbone import ClipBackbone
 from .pairwise import PairIndex, pairwise_loss, stack_images
 from .registry import read_saved, register, write_saved
@@ -117,7 +117,10 @@ class RankingReward(RewardModel):
 
     def raw_from_hidden(self, image_hidden: torch.Tensor, text_hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """Unstandardised scores from the frozen layers' outputs (what training caches) → (B,)."""
-        image, text = self.tokens.image_top(image_hidden), self.tokens.text_top(text_hidden)
+        return self.raw_from_tokens(self.tokens.image_top(image_hidden), self.tokens.text_top(text_hidden), token_ids)
+
+    def raw_from_tokens(self, image: torch.Tensor, text: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """Unstandardised scores from the backbone's final image and text tokens → (B,)."""
         similarity = (self.tokens.image_embed(image) * self.tokens.text_embed(text, token_ids)).sum(-1)
         return self.similarity_scale * similarity + self.scorer(image, text, token_ids)
 
@@ -138,6 +141,16 @@ class RankingReward(RewardModel):
         self.scorer.eval()
         self.tokens.eval()
         return (self.raw_score(prompts, images) - self.config.mean) / self.config.std
+
+    def score_sets(self, prompt_sets: Sequence[Sequence[str]], images: torch.Tensor) -> torch.Tensor:
+        """The image tower runs once per image; the text tower, fusion and MLP once per (image, prompt) pair."""
+        rows, flat = set_rows(prompt_sets, images)
+        self.scorer.eval()
+        self.tokens.eval()
+        image = self.tokens.image_top(self.tokens.image_bottom(self.backbone.preprocess(images)))
+        ids = self.tokenize(flat)
+        raw = self.raw_from_tokens(image[rows.to(image.device)], self.tokens.text_top(self.tokens.text_bottom(ids)), ids)
+        return (raw - self.config.mean) / self.config.std
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every weight that training changes: fusion, MLP, similarity scale and the backbone's top layers."""

@@ -64,14 +64,14 @@ class TextNorm(RewardModel):
 
     def set_scores(self, prompts: str | Sequence[str], images: torch.Tensor) -> torch.Tensor:
         """The base reward of each image against its prompt (column 0) and its contrastive prompts → (B, M),
-        −inf where a set is shorter than the longest; one base call over every (image, prompt′) pair."""
+        −inf where a set is shorter than the longest; one ``base.score_sets`` call over every (image, prompt′) pair."""
         prompts = check_score_inputs(prompts, images)
         if not prompts:
             return images.new_zeros(0, 1)
         sets = [[p] + self.contrastive_set(p) for p in prompts]  # every set checked before scoring
         sizes = torch.tensor([len(s) for s in sets], device=images.device)
         flat = [q for s in sets for q in s]
-        rewards = self.base.score(flat, images.repeat_interleave(sizes, dim=0))  # (Σ|set|,)
+        rewards = self.base.score_sets(sets, images)  # (Σ|set|,): each image encoded once where the reward allows
         if rewards.shape != (len(flat),):
             raise ValueError(f"base reward {self.base.name!r} returned shape {tuple(rewards.shape)} "
                              f"for {len(flat)} (image, prompt) pairs")

@@ -18,3 +18,21 @@ def _one_torch_thread():
     if torch is not None:
         torch.set_num_threads(1)
     yield
+
+
+def new_tiny_pipe():
+    """An untrained tiny StableDiffusionPipeline (32 px, v-prediction, DDIM) from the models builders, seeded."""
+    import torch
+
+    from feedbacklab.models.generator import GeneratorConfig, build_pipeline
+
+    torch.manual_seed(0)
+    pipe = build_pipeline(GeneratorConfig.tiny())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture()
+def pipe():
+    """A fresh :func:`new_tiny_pipe` per test (a module may override it with its own)."""
+    return new_tiny_pipe()

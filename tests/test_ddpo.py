@@ -12,6 +12,8 @@ from feedbacklab.finetune import (DDPOConfig, PerPromptStatTracker, as_reward_fn
 from feedbacklab.finetune.ddim_logprob import step_std
 from feedbacklab.finetune.stat_tracking import batch_advantages
 
+from conftest import new_tiny_pipe
+
 torch.set_num_threads(1)
 
 PROMPTS = ["two red circles on a white background", "one blue square on a black background"]
@@ -159,21 +161,6 @@ def test_per_prompt_advantages_equal_trls():
         np.testing.assert_allclose(ours.update(prompts, rewards), theirs.update(prompts, rewards))
 
 
-def _new_pipe():
-    from feedbacklab.models.generator import GeneratorConfig, build_pipeline
-
-    torch.manual_seed(0)
-    pipe = build_pipeline(GeneratorConfig.tiny())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture()
-def pipe():
-    """An untrained tiny StableDiffusionPipeline (32 px, v-prediction, DDIM) from the models builders."""
-    return _new_pipe()
-
-
 def test_trajectories_follow_the_pipelines_own_sampler(pipe):
     """Same seed, same components: the recorded chain decodes to the image ``pipe(..., eta=1)`` makes."""
     prompt = PROMPTS[0]
@@ -237,7 +224,7 @@ def test_bad_pipeline_or_reward_fails_before_any_work(pipe):
     from diffusers import DDPMScheduler
 
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    ddpm = _new_pipe()
+    ddpm = new_tiny_pipe()
     ddpm.scheduler = DDPMScheduler.from_config(ddpm.scheduler.config)
     with pytest.raises(TypeError, match="DDIMScheduler.from_config"):
         ddpo_finetune(ddpm, PROMPTS, _brightness, _config(), progress=False)
@@ -263,7 +250,7 @@ def test_reward_adapters_accept_models_plain_and_ddpo_style_functions():
 
 def test_same_seed_same_history_and_reward_queries_counted(pipe):
     hist = ddpo_finetune(pipe, PROMPTS, _brightness, _config(rounds=2), progress=False).history
-    again = ddpo_finetune(_new_pipe(), PROMPTS, _brightness, _config(rounds=2), progress=False).history
+    again = ddpo_finetune(new_tiny_pipe(), PROMPTS, _brightness, _config(rounds=2), progress=False).history
     assert _without_times(hist) == _without_times(again)
     assert [row["reward_queries"] for row in hist] == [8, 16]
     assert all(math.isnan(row["kl"]) for row in hist)                  # λ = 0 and not tracked: no reference pass
@@ -275,7 +262,7 @@ def test_timesteps_per_pass_gives_the_same_update(pipe, monkeypatch):
     of AdamW, whose sign-like first step would magnify float noise on parameters with ~zero gradient.)"""
     monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **kw: torch.optim.SGD(params, lr=lr))
     a = ddpo_finetune(pipe, PROMPTS, _brightness, _config(), progress=False).pipe.unet
-    b = ddpo_finetune(_new_pipe(), PROMPTS, _brightness, _config(timesteps_per_pass=4), progress=False).pipe.unet
+    b = ddpo_finetune(new_tiny_pipe(), PROMPTS, _brightness, _config(timesteps_per_pass=4), progress=False).pipe.unet
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
 
@@ -335,3 +322,49 @@ def test_one_round_raises_a_toy_reward_the_pipeline_can_satisfy():
                                                             clip_range=0.2), progress=False)
     assert res.history[0]["reward_queries"] == 32
     assert mean_brightness(res.pipe) > before + 0.02
+
+
+def test_one_update_from_the_same_trajectories_equals_trls_trainer(tmp_path, monkeypatch):
+    """The algorithm is trl's: the same samples, advantages and settings give the same UNet after one update.
+
+    One train batch holding every sample and every step, so the update is one accumulated gradient whatever the
+    step order; plain SGD in both (Adam's sign-like first step would magnify float noise)."""
+    trl = pytest.importorskip("trl", reason="trl 0.23.1 (the dev extra) is not installed")
+    import accelerate
+    from diffusers import StableDiffusionPipeline
+
+    from feedbacklab.finetune.stat_tracking import batch_advantages
+
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **kw: torch.optim.SGD(params, lr=lr))
+    new_tiny_pipe().save_pretrained(tmp_path / "pipe")
+    ours = StableDiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    ours.set_progress_bar_config(disable=True)
+    seen = {}
+    cfg = _config(samples_per_round=4, sample_batch_size=4, train_batch_size=4, per_prompt_stat_tracking=False,
+                  learning_rate=0.05, clip_range=0.2)
+    ddpo_finetune(ours, PROMPTS, _brightness, cfg, progress=False, callback=lambda r, row, traj: seen.setdefault("traj", traj))
+    traj = seen["traj"]
+
+    accelerate.PartialState(cpu=True)
+    theirs = trl.DefaultDDPOStableDiffusionPipeline(str(tmp_path / "pipe"), use_lora=False)
+    trainer = trl.DDPOTrainer(trl.DDPOConfig(num_epochs=1, log_with=None, mixed_precision="no", sample_num_steps=4,
+                                             sample_eta=1.0, sample_guidance_scale=4.0, sample_batch_size=4,
+                                             sample_num_batches_per_epoch=1, train_batch_size=4, train_learning_rate=0.05,
+                                             train_clip_range=0.2, train_adv_clip_max=5.0, train_max_grad_norm=1.0,
+                                             per_prompt_stat_tracking=False,
+                                             project_kwargs={"project_dir": str(tmp_path / "trl")}),
+                              lambda *a: (torch.zeros(4), {}), lambda: (PROMPTS[0], {}), theirs)
+    theirs.scheduler.set_timesteps(4)
+    embeds = ours.encode_prompt(traj.prompts, "cpu", 1, False)[0]
+    negative = ours.encode_prompt([""] * 4, "cpu", 1, False)[0]
+    sample = {"prompt_embeds": embeds, "negative_prompt_embeds": negative, "timesteps": traj.timesteps.repeat(4, 1),
+              "latents": traj.latents[:, :-1], "next_latents": traj.latents[:, 1:], "log_probs": traj.log_probs,
+              "advantages": torch.as_tensor(batch_advantages(_brightness(traj.images, traj.prompts).numpy()), dtype=torch.float32)}
+    theirs.unet.train()
+    trainer._train_batched_samples(0, 0, 0, [sample])
+    base = StableDiffusionPipeline.from_pretrained(tmp_path / "pipe").unet
+    moved = 0
+    for (name, a), b, c in zip(ours.unet.named_parameters(), theirs.unet.parameters(), base.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4, msg=name)
+        moved += int(not torch.equal(a, c))
+    assert moved > 0

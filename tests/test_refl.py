@@ -4,6 +4,8 @@ import torch
 
 from feedbacklab.finetune import ReFLConfig, refl_finetune, refl_loss
 
+from conftest import new_tiny_pipe
+
 torch.set_num_threads(1)
 
 PROMPTS = ["two red circles on a white background", "one blue square on a black background"]
@@ -17,21 +19,6 @@ def _config(**kw):
     """A few cheap steps on the tiny pipeline: 4 DDIM steps, gradient step at index 2 or 3, guidance 4."""
     return ReFLConfig(**{"num_inference_steps": 4, "t_min": 2, "t_max": 3, "guidance_scale": 4.0, "steps": 2,
                          "batch_size": 2, "pretrain_batch_size": 2, "beta": 0.0, "device": "cpu", **kw})
-
-
-def _new_pipe():
-    from feedbacklab.models.generator import GeneratorConfig, build_pipeline
-
-    torch.manual_seed(0)
-    pipe = build_pipeline(GeneratorConfig.tiny())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture()
-def pipe():
-    """An untrained tiny StableDiffusionPipeline (32 px, v-prediction, DDIM) from the models builders."""
-    return _new_pipe()
 
 
 def _state(module):
@@ -82,10 +69,10 @@ def test_lora_trains_only_the_adapter_and_saves_it(pipe, tmp_path):
 
 def test_reward_gradient_moves_samples_in_the_rewarded_direction():
     """Rewarding brightness brightens the pipeline's own samples; rewarding darkness darkens them."""
-    base = _mean_brightness(_new_pipe())
+    base = _mean_brightness(new_tiny_pipe())
     moved = {}
     for sign in (1.0, -1.0):
-        pipe = _new_pipe()
+        pipe = new_tiny_pipe()
         cfg = _config(steps=4, lambda_refl=1.0, phi=10.0, learning_rate=3e-3, weight_decay=0.0)
         history = refl_finetune(pipe, PROMPTS, lambda p, im: sign * _brightness(p, im), config=cfg,
                                 progress=False).history
@@ -148,7 +135,7 @@ def test_reward_must_be_a_differentiable_vector(pipe):
 def test_same_seed_gives_identical_weights():
     states = {}
     for run, seed in (("a", 3), ("b", 3), ("c", 4)):
-        pipe = _new_pipe()
+        pipe = new_tiny_pipe()
         refl_finetune(pipe, PROMPTS, _brightness, config=_config(seed=seed, learning_rate=1e-3), progress=False)
         states[run] = _state(pipe.unet)
     assert all(torch.equal(states["a"][k], states["b"][k]) for k in states["a"])

@@ -233,7 +233,7 @@ def print_summary(summary: dict) -> None:
     print("\nKL demonstration (ours, clip-score): eval reward after each round, and the mean per-step KL to the base")
     for d in summary["kl_demo"]:
         print(f"  λ={d['kl_coef']:<4g} eval reward " + " ".join(f"{v:.4f}" for v in d["eval_reward"]))
-        print(f"         KL          " + " " * 7 + " ".join(f"{v:.2e}" for v in d["kl"]))
+        print("         KL          " + " " * 7 + " ".join(f"{v:.2e}" for v in d["kl"]))
 
 
 def main() -> None:

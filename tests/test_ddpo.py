@@ -9,7 +9,6 @@ from diffusers import DDIMScheduler
 
 from feedbacklab.finetune import (DDPOConfig, PerPromptStatTracker, as_reward_fn, ddim_step_with_logprob, ddpo_finetune,
                                   ddpo_loss, gaussian_step_kl, sample_trajectories)
-from feedbacklab.finetune.ddim_logprob import step_std
 from feedbacklab.finetune.stat_tracking import batch_advantages
 
 from conftest import new_tiny_pipe

@@ -76,7 +76,6 @@ class DDPOConfig(UNetOptions):
     timesteps_per_pass: int = 1            # recorded steps per batched UNet call in the update (same gradient; larger
                                            # is faster for small UNets, costs memory); 1 = one call per step as trl
     ema_decay: float | None = None         # EMA of the trained weights, returned at the end (diffusers' EMAModel); None: off
-    seed: int = 0
 
     def __post_init__(self):
         self.check_unet_options()

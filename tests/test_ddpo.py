@@ -235,6 +235,10 @@ def test_bad_pipeline_or_reward_fails_before_any_work(pipe):
         ddpo_finetune(pipe, PROMPTS, "brightness", _config(), progress=False)
     with pytest.raises(ValueError, match="non-empty list of strings"):
         ddpo_finetune(pipe, [], _brightness, _config(), progress=False)
+    alpha_one = new_tiny_pipe()
+    alpha_one.scheduler = DDIMScheduler.from_config({**alpha_one.scheduler.config, "set_alpha_to_one": True})
+    with pytest.raises(ValueError, match="sigma_t = 0"):
+        ddpo_finetune(alpha_one, PROMPTS, _brightness, _config(), progress=False)
     assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
 
 

@@ -52,6 +52,17 @@ def step_std(scheduler, timestep: torch.Tensor | int, eta: float) -> torch.Tenso
     return eta * variance.clamp(min=0).sqrt()
 
 
+def check_stochastic(scheduler, timesteps: torch.Tensor | int, eta: float) -> torch.Tensor:
+    """σ_t of each step from ``timesteps``; a clear error when one is 0 (that step has no log-probability)."""
+    t = torch.as_tensor(timesteps, dtype=torch.long).reshape(-1).cpu()
+    sigma = step_std(scheduler, t, eta)
+    if not (sigma > 0).all():
+        raise ValueError(f"the DDIM step from timestep {int(t[sigma <= 0][0])} has sigma_t = 0 (with set_alpha_to_one=True "
+                         "the last step is deterministic): it has no log-probability; use set_alpha_to_one=False, as "
+                         "Stable Diffusion's schedulers do")
+    return sigma
+
+
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """log N(x; mean, std² I) per sample → (B,): summed over the other dimensions, or their mean."""
     if reduction not in REDUCTIONS:
@@ -112,11 +123,7 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep: torc
         x0 = scheduler._threshold_sample(x0)
     elif cfg.clip_sample:
         x0 = x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
-    sigma = step_std(scheduler, t, eta)
-    if not (sigma > 0).all():
-        raise ValueError(f"the DDIM step from timestep {int(t[sigma <= 0][0])} has sigma_t = 0 (with set_alpha_to_one=True "
-                         "the last step is deterministic): it has no log-probability; use set_alpha_to_one=False, as "
-                         "Stable Diffusion's schedulers do")
+    sigma = check_stochastic(scheduler, t, eta)
     std = _per_sample(sigma, torch.arange(len(t)), sample)
     mean = a_prev.sqrt() * x0 + (1 - a_prev - std**2).clamp(min=0).sqrt() * eps
     if prev_sample is None:

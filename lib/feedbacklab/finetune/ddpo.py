@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from feedbacklab.finetune.ddim_logprob import REDUCTIONS, ddim_step_with_logprob, gaussian_step_kl
+from feedbacklab.finetune.ddim_logprob import REDUCTIONS, check_stochastic, ddim_step_with_logprob, gaussian_step_kl
 from feedbacklab.finetune.options import UNetOptions
 from feedbacklab.finetune.reward_weighted import FinetuneResult, prepare_unet_training, save_finetuned
 from feedbacklab.finetune.stat_tracking import PerPromptStatTracker, batch_advantages
@@ -209,17 +209,16 @@ def ddpo_finetune(pipe: Any, prompts: Sequence[str], reward: Any, config: DDPOCo
     reward_fn = as_reward_fn(reward)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     reward_fn(torch.full((2, 3, size, size), 0.5), prompts[:1] * 2)  # a 2-image probe: wrong shape / NaN fail now
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(config.num_inference_steps, device="cpu")
+    check_stochastic(scheduler, scheduler.timesteps, config.eta)  # every step must be a policy with a density
     device, amp_dtype, use_scaler, gen, params = prepare_unet_training(pipe, config)
     unet = pipe.unet
     frozen = None
     if config.computes_kl and not config.use_lora:
         frozen = copy.deepcopy(unet).eval().requires_grad_(False)
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(config.num_inference_steps, device="cpu")
-    ddim_step_with_logprob(scheduler, torch.zeros(len(scheduler.timesteps), 1), scheduler.timesteps,
-                           torch.zeros(len(scheduler.timesteps), 1), config.eta)  # every step must have sigma_t > 0
     opt = torch.optim.AdamW(params, lr=config.learning_rate, betas=config.adam_betas, weight_decay=config.weight_decay,
                             eps=config.adam_epsilon)
     ema = None

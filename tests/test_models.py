@@ -200,8 +200,8 @@ def test_caption_tokenizer_round_trip(tmp_path):
         assert again.decode(ids, skip_special_tokens=True) == p
 
 
-def test_hallucination_rates_hand_computed():
-    from feedbacklab.models.captioner import hallucination_rates
+def test_caption_quality_hand_computed():
+    from feedbacklab.evaluation import caption_quality
 
     spec = world.parse("two red circles on a gray background")
     _, scene = world.render(spec, size=64, seed=0)
@@ -209,10 +209,12 @@ def test_hallucination_rates_hand_computed():
             "three red circles on a gray background",     # one extra object: 1 wrong of 3, count wrong
             "a red circle and a blue square on a gray background",  # 1 wrong of 2
             "purple purple purple"]                        # unparseable
-    r = hallucination_rates(caps, [scene] * 4)
+    r = caption_quality(caps, [scene] * 4)
     assert r["response_level"] == pytest.approx(3 / 4)
     assert r["mention_level"] == pytest.approx((0 + 1 + 1) / (2 + 3 + 2))
-    assert r["unparseable"] == pytest.approx(1 / 4)
+    assert r["well_formed"] == pytest.approx(3 / 4)
+    assert r["coverage"] == pytest.approx((2 + 2 + 1 + 0) / 8)
+    assert r["mean_words"] == pytest.approx((7 + 7 + 11 + 3) / 4)
 
 
 def test_captioner_trains_saves_and_loads(tmp_path):
@@ -277,7 +279,7 @@ def test_models_readme_lists_cards(tmp_path):
     update_card(tmp_path / "shapes-captioner", hallucination={"rendered_seen": {"response_level": 0.25,
                                                                                 "mention_level": 0.1, "n": 8}})
     text = models_readme(tmp_path)
-    assert "| shapes-captioner (rendered_seen) | 0.25 | 0.10 | – | 8 |" in text and "shapes-sd" not in text
+    assert "| shapes-captioner (rendered_seen) | 0.25 | 0.10 | – | – | 8 |" in text and "shapes-sd" not in text
 
 
 # ------------------------------------------------------------------------------------------ reproduction

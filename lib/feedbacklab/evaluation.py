@@ -379,3 +379,43 @@ def rich_feedback_metrics(pred: dict[str, Any], labels: Sequence[Any], maps: Seq
         out["keyword_precision"], out["keyword_recall"], out["keyword_f1"] = M.keyword_prf(
             [list(k) for k in pred["keywords"]], [list(lab.keywords) for lab in labels])
     return out
+
+
+# ------------------------------------------------------------------ captioners (RLHF-V)
+
+def caption_checks(captions: Sequence[str], scenes: Sequence[Any]) -> "pd.DataFrame":
+    """One row per caption: the oracle's ``world.check_caption`` fields plus ``hallucinated`` (any false claim)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from feedbacklab import world
+
+    if len(captions) != len(scenes) or not len(captions):
+        raise ValueError(f"need equally many (>0) captions and scenes, got {len(captions)} and {len(scenes)}")
+    rows = []
+    for caption, scene in zip(captions, scenes):
+        check = world.check_caption(caption, scene)
+        rows.append({"caption": caption, **dataclasses.asdict(check), "hallucinated": check.hallucinated,
+                     "object_hallucinated": check.object_hallucinated})
+    return pd.DataFrame(rows)
+
+
+def caption_quality(captions: Sequence[str], scenes: Sequence[Any]) -> dict[str, float]:
+    """Hallucination as Object HalBench reports it, and what the captions still say, judged against the true scenes.
+
+    ``response_level``: captions with any false claim (object, count, relation, background, or not world text);
+    ``object_response_level``: captions mentioning an object not in the scene; ``mention_level``: hallucinated
+    object mentions / all mentions (``metrics.hallucination_rates``); ``coverage``: true objects a mention matches /
+    all true objects; ``mean_words``; ``well_formed``: captions the world grammar parses.
+    """
+    from feedbacklab import metrics as M
+
+    c = caption_checks(captions, scenes)
+    _, mention_level = M.hallucination_rates(c["hallucinated_mentions"], c["mentions"])
+    return {"response_level": float(c["hallucinated"].mean()),
+            "object_response_level": float(c["object_hallucinated"].mean()),
+            "mention_level": mention_level, "coverage": float(c["covered"].sum() / max(c["true_objects"].sum(), 1)),
+            "mean_words": float(c["words"].mean()), "well_formed": float(c["parsed"].mean()),
+            "count_error": float(c["count_wrong"].mean()), "relation_error": float(c["relation_wrong"].mean()),
+            "background_error": float(c["background_wrong"].mean()), "n": int(len(c))}

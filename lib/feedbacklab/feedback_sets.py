@@ -285,3 +285,54 @@ def rich_feedback(fs: FeedbackSet, panel: Any) -> tuple[list, list]:
         label.extra = {"aligned": bool(r["aligned"]), "n_artifacts": int(r["n_artifacts"]),
                        "plausibility": float(r["plausibility"])}
     return labels, records
+
+
+@dataclass
+class CorrectionFeedback:
+    """RLHF-V's correctional feedback on a set of captions: one annotator's correction per caption.
+
+    ``corrections[i]`` corrects ``captions[i]`` (None: the caption is not world text, so nobody can edit it);
+    ``hallucinated[i]`` is the oracle's verdict that the caption contradicts its image.
+    """
+
+    captions: list[str]
+    corrections: list[Any]
+    hallucinated: np.ndarray  # (N,) bool
+
+    @property
+    def changed(self) -> list[int]:
+        """Indices of captions the annotator changed: the (y_w, y_l) pairs."""
+        return [i for i, c in enumerate(self.corrections) if c is not None and c.changed]
+
+    def summary(self) -> dict[str, float]:
+        """Counts for the notebook's table: captions, hallucinated ones, pairs, missed corrections."""
+        missed = int(sum(h and (c is None or not c.changed) for h, c in zip(self.hallucinated, self.corrections)))
+        return {"captions": len(self.captions), "hallucinated": int(self.hallucinated.sum()),
+                "share_needing_correction": float(self.hallucinated.mean()), "pairs": len(self.changed),
+                "hallucinated_left_uncorrected": missed,
+                "changed_segments_per_pair": float(np.mean([len(self.corrections[i].original_spans)
+                                                            for i in self.changed])) if self.changed else 0.0}
+
+
+def correction_feedback(captions: Sequence[str], images: np.ndarray, panel: Any, id_prefix: str = "cap") -> CorrectionFeedback:
+    """The oracle reads each image and finds the caption's wrong segments; annotators take turns correcting.
+
+    ``images`` uint8 (N, H, W, 3). Caption ``i`` goes to annotator ``i mod len(panel)`` (RLHF-V has one
+    annotator per response), whose ``correct`` edits the wrong segments towards the true scene and may miss some.
+    """
+    from feedbacklab import world
+
+    if len(captions) != len(images) or not len(captions):
+        raise ValueError(f"need one image per caption (>0), got {len(captions)} captions and {len(images)} images")
+    annotators = list(panel)
+    corrections, hallucinated = [], []
+    for i, (caption, image) in enumerate(zip(captions, images)):
+        try:
+            j = world.judge(caption, image)
+        except ValueError:  # not world text: hallucinated by definition, but there is no segment to edit
+            corrections.append(None)
+            hallucinated.append(True)
+            continue
+        hallucinated.append(not j.aligned)
+        corrections.append(annotators[i % len(annotators)].correct(j, f"{id_prefix}-{i}"))
+    return CorrectionFeedback(list(captions), corrections, np.array(hallucinated, dtype=bool))

@@ -7,6 +7,8 @@
 - ``alignment_scores``: TextNorm's published per-prompt metrics: ``load_alignment_scores``.
 - ``richhf``: RichHF-18K (Liang et al., CVPR 2024) TFRecords without TensorFlow:
   ``read_richhf_tfrecord`` (labels, prompts, Pick-a-Pic images) and ``write_richhf_tfrecord``.
+- ``rlhfv``: the RLHF-V release (Yu et al., CVPR 2024) parquet: ``load_rlhfv``, ``write_rlhfv``,
+  ``segment_spans`` (the changed segments the release does not store), ``to_preference_pairs``.
 """
 from .alignment_scores import AlignmentScores, load_alignment_scores
 from .prompt_sets import check_prompt_set, load_prompt_set, world_prompt_set, write_prompt_set
@@ -19,6 +21,8 @@ from .richhf import (
     write_image_dir,
     write_richhf_tfrecord,
 )
+from .rlhfv import (RLHFVFormatError, RLHFVRecord, load_rlhfv, records_from_corrections, segment_spans,
+                    to_preference_pairs, write_rlhfv)
 from .tia2 import (
     SUBSETS,
     TIA2FormatError,
@@ -36,7 +40,8 @@ from .tia2 import (
     write_tia2,
 )
 
-__all__ = ["AlignmentScores", "RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError",
+__all__ = ["RLHFVFormatError", "RLHFVRecord", "load_rlhfv", "records_from_corrections", "segment_spans",
+           "to_preference_pairs", "write_rlhfv", "AlignmentScores", "RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError",
            "TIA2Record", "build_shapes_tia2", "check_prompt_set", "check_subset", "evaluate_tia2",
            "load_alignment_scores", "load_images", "load_prompt_set", "load_tia2", "per_prompt_alignment",
            "generator_images", "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,46 +166,13 @@ def train_captioner(cap: LoadedCaptioner, steps: int, batch_size: int = 64, n_im
 
 
 # ------------------------------------------------------------------------------------ hallucination
-def caption_errors(caption: str, scene: Any) -> dict[str, Any]:
-    """Oracle check of one caption against the true scene: wrong mentions, count and background errors.
-
-    Mentioned objects are the caption's (colour, shape) list; a mention is wrong when it has no match left
-    in the true objects (multiset matching), as in CHAIR (Rohrbach et al. 2018) with colours.
-    """
-    from feedbacklab import world
-
-    truth = Counter((o.color, o.shape) for o in scene.objects)
-    try:
-        spec = world.parse(caption)
-    except ValueError:
-        return {"parsed": False, "mentions": 0, "wrong_mentions": 0, "count_wrong": True,
-                "background_wrong": True, "hallucinated": True}
-    said = Counter(spec.objects)
-    wrong = sum((said - truth).values())
-    count_wrong = spec.count != len(scene.objects)
-    return {"parsed": True, "mentions": spec.count, "wrong_mentions": wrong, "count_wrong": count_wrong,
-            "background_wrong": spec.background is not None and spec.background != scene.background,
-            "hallucinated": wrong > 0 or count_wrong}
-
-
-def hallucination_rates(captions: Sequence[str], scenes: Sequence[Any]) -> dict[str, float]:
-    """Response-level rate (captions with any wrong object, count or colour) and mention-level rate."""
-    if len(captions) != len(scenes) or not captions:
-        raise ValueError(f"need equally many (>0) captions and scenes, got {len(captions)} and {len(scenes)}")
-    errs = [caption_errors(c, s) for c, s in zip(captions, scenes)]
-    mentions = sum(e["mentions"] for e in errs)
-    return {"response_level": float(np.mean([e["hallucinated"] for e in errs])),
-            "mention_level": sum(e["wrong_mentions"] for e in errs) / max(mentions, 1),
-            "count_error": float(np.mean([e["count_wrong"] for e in errs])),
-            "background_error": float(np.mean([e["background_wrong"] for e in errs])),
-            "unparseable": float(np.mean([not e["parsed"] for e in errs])), "n": len(errs)}
-
-
 def evaluate_captioner(cap: LoadedCaptioner, n: int = 500, seed: int = 12345, split: str = "seen") -> dict[str, float]:
-    """Hallucination rates on ``n`` fresh rendered scenes of ``split`` (oracle = the true scene)."""
+    """Hallucination rates and coverage (``evaluation.caption_quality``) on ``n`` fresh renders of ``split``."""
+    from feedbacklab.evaluation import caption_quality
+
     specs = wdata.sample_specs(n, seed=seed, split=split)
     arrays, scenes = wdata.render_specs(specs, size=cap.processor.size["height"], seed=seed)
-    return hallucination_rates(cap.caption(wdata.to_tensor(arrays)), scenes)
+    return caption_quality(cap.caption(wdata.to_tensor(arrays)), scenes)
 
 
 def pretrain_captioner(out_dir: str | Path, steps: int = 2000, batch_size: int = 64, n_images: int = 20_000,

@@ -199,7 +199,7 @@ def models_readme(root: str | Path | None = None) -> str:
                 "Hallucination judged against the true scene:", ""]
         rows = {f"{n} ({split})": c["hallucination"][split] for n, c in caps.items() if c
                 for split in c.get("hallucination", {})}
-        out += _fmt_table(rows, ["response_level", "mention_level", "count_error", "n"]) + [""]
+        out += _fmt_table(rows, ["response_level", "mention_level", "coverage", "count_error", "n"]) + [""]
     out += _benchmark_lines(root)
     return "\n".join(out) + "\n"
 

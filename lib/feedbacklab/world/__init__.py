@@ -5,10 +5,12 @@
 - scene: `Scene`, `SceneObject`, `Artifact`, `describe`
 - perception: `perceive(image) -> Scene` (the oracle's eyes)
 - oracle: `judge(prompt, image) -> Judgement` (the oracle's verdict; rules in its docstring)
+- captions: `check_caption(caption, scene) -> CaptionCheck` (hallucinated claims and coverage of a caption)
 - corrupt: controlled corruptions with ground truth (`corrupt.apply(kind, image, scene, rng, strength)`)
 - validate: the oracle's validation tables (`validate.oracle_validation(n, size, seed)`)
 """
 from . import corrupt, validate
+from .captions import CaptionCheck, check_caption
 from .grammar import (BACKGROUNDS, COLORS, COUNT_WORDS, FAMILIES, RELATIONS, SHAPES, UNSEEN_PAIRS,
                       PromptError, Spec, contrastive_prompts, contrastive_specs, is_unseen, parse, prompt,
                       sample_spec)
@@ -21,5 +23,5 @@ __all__ = [
     "BACKGROUNDS", "COLORS", "COUNT_WORDS", "FAMILIES", "RELATIONS", "SHAPES", "UNSEEN_PAIRS",
     "PromptError", "Spec", "contrastive_prompts", "contrastive_specs", "is_unseen", "parse", "prompt",
     "sample_spec", "render", "Artifact", "DescribeError", "Scene", "SceneObject", "describe", "perceive",
-    "judge", "Judgement", "corrupt", "validate",
+    "judge", "Judgement", "corrupt", "validate", "CaptionCheck", "check_caption",
 ]

@@ -1,0 +1,333 @@
+"""Preference fine-tuning of a captioner / VLM on corrected responses: DPO, RLHF-V's dense DPO, and SFT.
+
+A pair is one image with a chosen response ``y_w`` (the annotator's correction) and a rejected one ``y_l``
+(the model's original), and the character spans where they differ. The frozen starting model is the reference.
+
+- DPO (Rafailov et al. 2023): ``−log σ(β·[log π(y_w|x) − log π_ref(y_w|x)] − β·[log π(y_l|x) − log π_ref(y_l|x)])``
+  with the summed token log-probability of each response.
+- Dense DPO (RLHF-V, Yu et al. 2024, Eq. 2): the same loss with the response log-probability
+  ``(1/N)[Σ_{y_u} log p + γ Σ_{y_c} log p]``, ``N = |y_u| + γ|y_c|``: tokens of the changed segments ``y_c``
+  weigh γ times the unchanged ones ``y_u``. γ = 1 is length-normalised DPO. Paper: β = 0.5, γ = 5.
+- SFT: token-averaged cross-entropy on the chosen responses.
+
+The model-specific part is one function, ``response_logits``: an encoder–decoder (``VisionEncoderDecoderModel``,
+the shipped captioners) scores ``labels`` directly; a decoder-only VLM scores the question followed by the
+response, its logits shifted by one. Everything else works on (logits, labels, changed-token mask).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+METHODS = ("sft", "dpo", "dense-dpo")
+IGNORE = -100
+
+
+# ------------------------------------------------------------------ config and data
+
+@dataclass
+class PreferenceConfig:
+    """One config for the three methods, so they run at equal data, steps and learning rate."""
+
+    method: str = "dense-dpo"      # "sft", "dpo" (summed log-probs) or "dense-dpo" (RLHF-V)
+    beta: float = 0.5              # DPO temperature β (RLHF-V: 0.5)
+    gamma: float = 5.0             # dense DPO weight of changed tokens γ >= 1 (RLHF-V: 5)
+    learning_rate: float = 1e-4    # AdamW
+    steps: int = 200               # optimiser steps
+    batch_size: int = 16           # pairs per step
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0     # gradient clipping (0: none)
+    warmup_steps: int = 0          # linear learning-rate warm-up
+    disable_dropout: bool = True   # train with dropout off, so policy and reference agree at step 0 (trl's default)
+    log_every: int = 10            # history rows every this many steps
+    device: str = "auto"           # CUDA → MPS → CPU
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not (isinstance(self.beta, (int, float)) and self.beta > 0):
+            raise ValueError(f"beta must be > 0 (RLHF-V uses 0.5), got {self.beta!r}")
+        if not (isinstance(self.gamma, (int, float)) and self.gamma >= 1):
+            raise ValueError(f"gamma must be >= 1 (1: length-normalised DPO; RLHF-V uses 5), got {self.gamma!r}")
+        for name in ("steps", "batch_size", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.learning_rate <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
+            raise ValueError("need learning_rate > 0, warmup_steps >= 0 and max_grad_norm >= 0")
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One image with a chosen (corrected) and a rejected (original) response and their changed character spans."""
+
+    image: torch.Tensor                        # (3, H, W) in [0, 1]
+    chosen: str
+    rejected: str
+    chosen_spans: tuple[tuple[int, int], ...] = ()
+    rejected_spans: tuple[tuple[int, int], ...] = ()
+    question: str = ""                         # the instruction, for VLMs that take one
+    item_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.chosen == self.rejected:
+            raise ValueError(f"pair {self.item_id or '?'}: chosen and rejected responses are identical "
+                             f"({self.chosen!r}); a preference pair needs two different responses")
+        for name, text in (("chosen_spans", self.chosen), ("rejected_spans", self.rejected)):
+            for s, e in getattr(self, name):
+                if not 0 <= s <= e <= len(text):
+                    raise ValueError(f"pair {self.item_id or '?'}: {name} span ({s}, {e}) is outside the "
+                                     f"response of {len(text)} characters")
+
+
+def pairs_from_corrections(corrections: Sequence[Any], images: torch.Tensor | Sequence[torch.Tensor],
+                           question: str = "") -> list[PreferencePair]:
+    """``(y_w corrected, y_l original)`` pairs from ``CaptionCorrection`` records, one image each (same order).
+
+    Records the annotator left unchanged carry no preference and are skipped.
+    """
+    if len(corrections) != len(images):
+        raise ValueError(f"need one image per correction, got {len(corrections)} corrections and {len(images)} images")
+    return [PreferencePair(img, c.corrected, c.original, tuple(c.corrected_char_spans), tuple(c.original_char_spans),
+                           question, c.item_id) for c, img in zip(corrections, images) if c.corrected != c.original]
+
+
+# ------------------------------------------------------------------ losses (pure functions of log-probs)
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(label) per position, 0 where ``labels == -100``.  logits (B, L, V), labels (B, L) → (B, L)."""
+    mask = labels != IGNORE
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logp * mask
+
+
+def sequence_logprob(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_i log p(y_i): the response log-probability standard DPO uses.  (B, L) → (B,)."""
+    return (token_logps * mask).sum(-1)
+
+
+def dense_logprob(token_logps: torch.Tensor, mask: torch.Tensor, changed: torch.Tensor, gamma: float) -> torch.Tensor:
+    """RLHF-V's ``(1/N)[Σ_{y_u} log p + γ Σ_{y_c} log p]``, ``N = |y_u| + γ|y_c|``.  (B, L) → (B,)."""
+    weights = mask.float() * (1 + (gamma - 1) * (changed & mask).float())
+    return (token_logps * weights).sum(-1) / weights.sum(-1).clamp(min=1e-8)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair DPO loss and the implicit rewards ``β·(log π − log π_ref)`` of chosen and rejected.  All (B,)."""
+    chosen_reward = beta * (policy_chosen - ref_chosen)
+    rejected_reward = beta * (policy_rejected - ref_rejected)
+    return -F.logsigmoid(chosen_reward - rejected_reward), chosen_reward.detach(), rejected_reward.detach()
+
+
+def response_logprob(token_logps: torch.Tensor, mask: torch.Tensor, changed: torch.Tensor,
+                     config: PreferenceConfig) -> torch.Tensor:
+    """The response log-probability the configured method compares: summed (DPO) or dense (dense DPO)."""
+    if config.method == "dense-dpo":
+        return dense_logprob(token_logps, mask, changed, config.gamma)
+    return sequence_logprob(token_logps, mask)
+
+
+# ------------------------------------------------------------------ the model-specific part
+
+@dataclass
+class EncodedResponses:
+    """Tokenised responses: ``labels`` (B, L) with −100 outside the response, ``changed`` (B, L) bool."""
+
+    labels: torch.Tensor
+    changed: torch.Tensor
+    decoder_attention_mask: torch.Tensor | None = None   # encoder–decoder: BOS + response tokens
+    input_ids: torch.Tensor | None = None                # decoder-only: question + response tokens
+    attention_mask: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> "EncodedResponses":
+        return EncodedResponses(*(None if t is None else t.to(device) for t in
+                                  (self.labels, self.changed, self.decoder_attention_mask, self.input_ids,
+                                   self.attention_mask)))
+
+
+def _changed_mask(offsets: torch.Tensor, spans: Sequence[Sequence[tuple[int, int]]], shift: Sequence[int]) -> torch.Tensor:
+    """Tokens whose character range overlaps a changed span.  offsets (B, L, 2) → (B, L) bool."""
+    changed = torch.zeros(offsets.shape[:2], dtype=torch.bool)
+    for b, row in enumerate(spans):
+        for s, e in row:
+            if e > s:
+                s, e = s + shift[b], e + shift[b]
+                changed[b] |= (offsets[b, :, 0] < e) & (offsets[b, :, 1] > s) & (offsets[b, :, 1] > offsets[b, :, 0])
+    return changed
+
+
+def encode_responses(tokenizer: Any, responses: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                     is_encoder_decoder: bool = True, questions: Sequence[str] | None = None,
+                     max_length: int | None = None) -> EncodedResponses:
+    """Tokenise responses (after their question for decoder-only models) with the changed-token mask.
+
+    Raises before any training when a response (with its question) is longer than ``max_length`` (default: the
+    tokenizer's ``model_max_length``): truncating it would silently drop the end of a correction.
+    """
+    limit = max_length or tokenizer.model_max_length
+    questions = list(questions) if questions is not None else [""] * len(responses)
+    if is_encoder_decoder:
+        texts, shift = list(responses), [0] * len(responses)
+    else:
+        texts = [q + r for q, r in zip(questions, responses)]
+        shift = [len(q) for q in questions]
+    enc = tokenizer(texts, padding=True, return_offsets_mapping=True, return_tensors="pt")
+    lengths = enc.attention_mask.sum(-1)
+    too_long = [i for i, n in enumerate(lengths.tolist()) if n > limit]
+    if too_long:
+        i = too_long[0]
+        raise ValueError(f"{len(too_long)} response(s) are longer than the model's maximum of {limit} tokens "
+                         f"(e.g. {int(lengths[i])} tokens: {texts[i]!r}); shorten them or raise max_length")
+    offsets = enc.offset_mapping
+    changed = _changed_mask(offsets, spans, shift)
+    labels = enc.input_ids.masked_fill(enc.attention_mask == 0, IGNORE)
+    if is_encoder_decoder:
+        start = torch.ones(len(texts), 1, dtype=torch.long)
+        dec_mask = torch.cat([start, enc.attention_mask[:, :-1]], 1)  # BOS + all but the last response token
+        return EncodedResponses(labels, changed, decoder_attention_mask=dec_mask)
+    in_response = offsets[:, :, 1] > torch.tensor(shift).unsqueeze(1)
+    labels = labels.masked_fill(~in_response, IGNORE)
+    return EncodedResponses(labels, changed & in_response, input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+
+
+def response_logits(model: Any, pixel_values: torch.Tensor, enc: EncodedResponses) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits aligned with their labels, and the labels and changed mask to use: ``(B, L, V), (B, L), (B, L)``."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        out = model(pixel_values=pixel_values, labels=enc.labels, decoder_attention_mask=enc.decoder_attention_mask)
+        return out.logits, enc.labels, enc.changed
+    out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, pixel_values=pixel_values)
+    return out.logits[:, :-1], enc.labels[:, 1:], enc.changed[:, 1:]
+
+
+# ------------------------------------------------------------------ training
+
+@dataclass
+class PreferenceResult:
+    """The fine-tuned captioner (a copy; the input is untouched) and one history row per ``log_every`` steps."""
+
+    captioner: Any
+    history: list[dict[str, float]] = field(default_factory=list)
+    config: PreferenceConfig | None = None
+    wall_s: float = 0.0
+
+
+def _scores(model: Any, captioner: Any, pairs: Sequence[PreferencePair], side: str,
+            config: PreferenceConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token log-probs, mask and changed mask of one side ("chosen" / "rejected") of a batch of pairs."""
+    is_ed = bool(getattr(model.config, "is_encoder_decoder", False))
+    enc = encode_responses(captioner.tokenizer, [getattr(p, side) for p in pairs],
+                           [getattr(p, f"{side}_spans") for p in pairs], is_encoder_decoder=is_ed,
+                           questions=[p.question for p in pairs]).to(model.device)
+    pixels = captioner.pixel_values(torch.stack([p.image for p in pairs]))
+    logits, labels, changed = response_logits(model, pixels, enc)
+    return token_logprobs(logits, labels), labels != IGNORE, changed
+
+
+def preference_loss(model: Any, captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
+                    ref: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The configured method's mean loss over ``pairs`` and its logged statistics; ``ref`` = reference log-probs."""
+    chosen_lp, chosen_mask, chosen_changed = _scores(model, captioner, pairs, "chosen", config)
+    if config.method == "sft":
+        loss = -(chosen_lp.sum() / chosen_mask.sum().clamp(min=1))
+        return loss, {"loss": float(loss.detach())}
+    rejected_lp, rejected_mask, rejected_changed = _scores(model, captioner, pairs, "rejected", config)
+    pol_w = response_logprob(chosen_lp, chosen_mask, chosen_changed, config)
+    pol_l = response_logprob(rejected_lp, rejected_mask, rejected_changed, config)
+    ref_w, ref_l = ref if ref is not None else (pol_w.detach(), pol_l.detach())
+    losses, r_w, r_l = dpo_loss(pol_w, pol_l, ref_w.to(pol_w.device), ref_l.to(pol_l.device), config.beta)
+    loss = losses.mean()
+    return loss, {"loss": float(loss.detach()), "reward_accuracy": float((r_w > r_l).float().mean()),
+                  "reward_margin": float((r_w - r_l).mean()), "chosen_reward": float(r_w.mean()),
+                  "rejected_reward": float(r_l.mean())}
+
+
+@torch.no_grad()
+def reference_logprobs(captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
+                       batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen start's response log-probabilities of every pair, chosen and rejected (computed once, as RLHF-V)."""
+    model = captioner.model.eval()
+    w, l_ = [], []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        for side, out in (("chosen", w), ("rejected", l_)):
+            lp, mask, changed = _scores(model, captioner, chunk, side, config)
+            out.append(response_logprob(lp, mask, changed, config).cpu())
+    return torch.cat(w), torch.cat(l_)
+
+
+def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
+                        progress: bool = True, callback: Callable[[int, dict[str, float], Any], None] | None = None
+                        ) -> PreferenceResult:
+    """Fine-tune a copy of ``captioner`` (model + tokenizer + processor) on ``pairs`` with ``config.method``.
+
+    Every method sees the same pairs in the same seeded order: ``steps`` batches of ``batch_size`` pairs drawn
+    from reshuffled passes over the data; the reference is the frozen starting model. ``callback(step, row,
+    captioner)`` runs after each history row with the policy in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    from feedbacklab.device import resolve_device
+
+    if not pairs:
+        raise ValueError("no preference pairs: every correction left its caption unchanged")
+    bad = [p for p in pairs if not isinstance(p, PreferencePair)]
+    if bad:
+        raise TypeError(f"pairs must be PreferencePair (see pairs_from_corrections), got {type(bad[0]).__name__}")
+    t0 = time.time()
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    policy = copy.copy(captioner)
+    policy.model = copy.deepcopy(captioner.model).to(device)
+    # fail on over-long responses before any training: encode every response once
+    is_ed = bool(getattr(policy.model.config, "is_encoder_decoder", False))
+    for side in ("chosen", "rejected"):
+        encode_responses(policy.tokenizer, [getattr(p, side) for p in pairs], [getattr(p, f"{side}_spans") for p in pairs],
+                         is_encoder_decoder=is_ed, questions=[p.question for p in pairs])
+    ref = reference_logprobs(policy, pairs, config) if config.method != "sft" else None
+    opt = torch.optim.AdamW(policy.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(config.warmup_steps, 1)))
+    order_rng = random.Random(config.seed)
+    queue: list[int] = []
+    history: list[dict[str, float]] = []
+    window: list[dict[str, float]] = []
+    policy.model.train(not config.disable_dropout)
+    for step in tqdm(range(1, config.steps + 1), desc=config.method, disable=not progress):
+        while len(queue) < config.batch_size:
+            epoch = list(range(len(pairs)))
+            order_rng.shuffle(epoch)
+            queue += epoch
+        idx, queue = queue[:config.batch_size], queue[config.batch_size:]
+        batch_ref = (ref[0][idx], ref[1][idx]) if ref is not None else None
+        loss, stats = preference_loss(policy.model, policy, [pairs[i] for i in idx], config, batch_ref)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.max_grad_norm)
+        opt.step()
+        sched.step()
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError(f"{config.method} loss became {stats['loss']} at step {step}; lower learning_rate")
+        window.append(stats)
+        if step % config.log_every == 0 or step == config.steps:
+            row = {"step": step, **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
+                   "pairs_seen": step * config.batch_size, "wall_s": round(time.time() - t0, 2)}
+            history.append(row)
+            window = []
+            if callback is not None:  # e.g. evaluate the policy mid-training; it is put back in training mode
+                policy.model.eval()
+                callback(step, row, policy)
+                policy.model.train(not config.disable_dropout)
+    policy.model.eval()
+    return PreferenceResult(policy, history, config, round(time.time() - t0, 2))

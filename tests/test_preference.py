@@ -1,0 +1,185 @@
+"""DPO, dense DPO and SFT (finetune.preference) and the oracle's caption check (world.check_caption)."""
+import math
+
+import pytest
+import torch
+
+from feedbacklab import world
+from feedbacklab.feedback.annotators import make_correction
+from feedbacklab.finetune.preference import (PreferenceConfig, PreferencePair, dense_logprob, dpo_loss,
+                                             encode_responses, pairs_from_corrections, preference_finetune,
+                                             preference_loss, reference_logprobs, sequence_logprob, token_logprobs)
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    from feedbacklab.models import load_captioner
+
+    return load_captioner("shapes-captioner-crop", device="cpu")
+
+
+def _pairs(n=8):
+    specs = [world.parse(p) for p in ("three red squares on a beige background", "one blue circle on a black background",
+                                      "a red square and a yellow triangle on a gray background",
+                                      "two green triangles on a white background")]
+    pairs = []
+    for i in range(n):
+        spec = specs[i % len(specs)]
+        img, scene = world.render(spec, size=64, seed=i)
+        wrong = world.prompt(world.contrastive_specs(spec)[i % 3][1])
+        c = make_correction("a", f"i{i}", wrong, world.describe(scene))
+        pairs.append(PreferencePair(torch.from_numpy(img).permute(2, 0, 1).float() / 255, c.corrected, c.original,
+                                    c.corrected_char_spans, c.original_char_spans, item_id=c.item_id))
+    return pairs
+
+
+# ------------------------------------------------------------------ losses on hand-computed log-probs
+
+def test_dpo_loss_hand_computed():
+    pw, pl, rw, rl = (torch.tensor([v]) for v in (-2.0, -5.0, -3.0, -4.0))
+    loss, r_w, r_l = dpo_loss(pw, pl, rw, rl, beta=0.5)
+    margin = 0.5 * ((-2 + 3) - (-5 + 4))  # 1.0
+    assert float(loss) == pytest.approx(math.log1p(math.exp(-margin)))
+    assert float(r_w) == pytest.approx(0.5) and float(r_l) == pytest.approx(-0.5)
+
+
+def test_dpo_loss_is_log2_when_policy_equals_reference():
+    lp = torch.randn(5)
+    loss, _, _ = dpo_loss(lp, lp - 1, lp, lp - 1, beta=0.5)
+    assert torch.allclose(loss, torch.full((5,), math.log(2)))
+
+
+def test_dense_logprob_hand_computed_and_gamma_one_is_length_normalised():
+    logps = torch.tensor([[-1.0, -2.0, -3.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    changed = torch.tensor([[False, True, False, True]])  # the padded position must not count
+    assert float(dense_logprob(logps, mask, changed, 5.0)) == pytest.approx((-1 - 3 + 5 * -2) / (2 + 5))
+    assert float(dense_logprob(logps, mask, changed, 1.0)) == pytest.approx(-6 / 3)
+    assert float(sequence_logprob(logps, mask)) == pytest.approx(-6)
+
+
+def test_dense_dpo_gamma_one_equals_length_normalised_dpo():
+    torch.manual_seed(0)
+    lw, ll, rw, rl = (torch.randn(3, 6) for _ in range(4))
+    mw = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    ml = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+    changed = torch.rand(3, 6) > 0.5
+    mean = lambda lp, m: (lp * m).sum(-1) / m.sum(-1)  # noqa: E731
+    dense = dpo_loss(dense_logprob(lw, mw, changed, 1.0), dense_logprob(ll, ml, changed, 1.0),
+                     dense_logprob(rw, mw, changed, 1.0), dense_logprob(rl, ml, changed, 1.0), 0.5)[0]
+    normalised = dpo_loss(mean(lw, mw), mean(ll, ml), mean(rw, mw), mean(rl, ml), 0.5)[0]
+    assert torch.allclose(dense, normalised)
+
+
+def test_dpo_loss_equals_trls_sigmoid_loss():
+    """trl 0.23.1's DPOTrainer.dpo_loss on the same log-probs (its module import needs a flag fixed: see below)."""
+    pytest.importorskip("trl")
+    import types
+
+    import trl.import_utils as iu
+    # trl 0.23.1 stores transformers 5's `_is_package_available` result, a tuple such as (False, None), which is
+    # truthy, and then imports optional packages that are absent (mergekit, llm_blender); keep the booleans only.
+    for name in dir(iu):
+        value = getattr(iu, name)
+        if name.startswith("_") and name.endswith("_available") and isinstance(value, tuple):
+            setattr(iu, name, bool(value[0]))
+    try:
+        from trl.trainer.dpo_trainer import DPOTrainer
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"trl's DPOTrainer does not import here: {exc}")
+    fake = types.SimpleNamespace(accelerator=types.SimpleNamespace(device=torch.device("cpu")), reference_free=False,
+                                 f_divergence_type="reverse_kl", f_divergence_params=None, beta=0.5,
+                                 label_smoothing=0.0, loss_type="sigmoid")
+    torch.manual_seed(1)
+    pw, pl, rw, rl = (torch.randn(16) * 3 for _ in range(4))
+    theirs, t_w, t_l = DPOTrainer.dpo_loss(fake, pw, pl, rw, rl, loss_type="sigmoid")
+    ours, o_w, o_l = dpo_loss(pw, pl, rw, rl, beta=0.5)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert torch.allclose(o_w, t_w) and torch.allclose(o_l, t_l)
+
+
+def test_token_logprobs_ignore_padding():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
+    lp = token_logprobs(logits, torch.tensor([[0, -100]]))
+    assert lp[0, 0] == pytest.approx(math.log(0.5)) and lp[0, 1] == 0
+
+
+# ------------------------------------------------------------------ configs and bad input
+
+@pytest.mark.parametrize("kw, msg", [({"gamma": 0.5}, "gamma must be >= 1"), ({"beta": 0.0}, "beta must be > 0"),
+                                     ({"method": "ppo"}, "method must be one of"), ({"steps": 0}, "steps")])
+def test_config_rejects_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        PreferenceConfig(**kw)
+
+
+def test_identical_pair_is_refused():
+    with pytest.raises(ValueError, match="identical"):
+        PreferencePair(torch.zeros(3, 8, 8), "one red circle", "one red circle")
+
+
+def test_unchanged_corrections_are_skipped():
+    same = make_correction("a", "x", "one red circle on a gray background", "one red circle on a gray background")
+    diff = make_correction("a", "y", "one red circle on a gray background", "one red square on a gray background")
+    pairs = pairs_from_corrections([same, diff], torch.zeros(2, 3, 8, 8))
+    assert [p.item_id for p in pairs] == ["y"] and pairs[0].rejected_spans == ((8, 14),)
+
+
+def test_too_long_caption_fails_before_training(captioner):
+    long = " ".join(["red"] * 40)
+    pair = PreferencePair(torch.zeros(3, 64, 64), long, "one red circle on a gray background")
+    with pytest.raises(ValueError, match="maximum of 20 tokens"):
+        preference_finetune(captioner, [pair], PreferenceConfig(steps=1, device="cpu"), progress=False)
+
+
+# ------------------------------------------------------------------ encoding and training
+
+def test_changed_tokens_follow_the_spans(captioner):
+    c = make_correction("a", "i", "three red squares on a beige background", "a red square and a blue circle on a beige background")
+    enc = encode_responses(captioner.tokenizer, [c.corrected], [c.corrected_char_spans])
+    words = c.corrected.split(" ")
+    marked = [w for w, m in zip(words, enc.changed[0, :len(words)].tolist()) if m]
+    changed_words = [w for s, e in c.corrected_spans for w in words[s:e]]
+    assert marked == changed_words and not enc.changed[0, len(words):].any()  # EOS and padding never changed
+
+
+def test_loss_is_log2_at_start_and_one_step_lowers_it(captioner):
+    pairs = _pairs(8)
+    for method in ("dpo", "dense-dpo"):
+        cfg = PreferenceConfig(method=method, steps=1, batch_size=8, learning_rate=1e-3, device="cpu")
+        ref = reference_logprobs(captioner, pairs, cfg)
+        loss0, _ = preference_loss(captioner.model.eval(), captioner, pairs, cfg, ref)
+        assert float(loss0) == pytest.approx(math.log(2), abs=1e-5)
+        res = preference_finetune(captioner, pairs, cfg, progress=False)
+        loss1, stats = preference_loss(res.captioner.model, res.captioner, pairs, cfg, ref)
+        assert float(loss1) < float(loss0) and stats["reward_margin"] > 0
+    cfg = PreferenceConfig(method="sft", steps=1, batch_size=8, learning_rate=1e-3, device="cpu")
+    before, _ = preference_loss(captioner.model.eval(), captioner, pairs, cfg)
+    res = preference_finetune(captioner, pairs, cfg, progress=False)
+    after, _ = preference_loss(res.captioner.model, res.captioner, pairs, cfg)
+    assert float(after) < float(before)
+
+
+def test_training_copies_the_model_and_is_seeded(captioner):
+    pairs = _pairs(8)
+    before = {k: v.clone() for k, v in captioner.model.state_dict().items()}
+    cfg = PreferenceConfig(method="dense-dpo", steps=3, batch_size=4, log_every=1, device="cpu", seed=3)
+    a = preference_finetune(captioner, pairs, cfg, progress=False)
+    b = preference_finetune(captioner, pairs, cfg, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in captioner.model.state_dict().items())
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history] and len(a.history) == 3
+
+
+# ------------------------------------------------------------------ the oracle's caption check
+
+def test_check_caption_claims():
+    _, scene = world.render(world.parse("a red circle to the left of a blue square"), size=64, seed=0)
+    ok = world.check_caption("a red circle to the left of a blue square", scene)
+    assert not ok.hallucinated and ok.covered == 2 and ok.mentions == 2
+    flipped = world.check_caption("a red circle to the right of a blue square", scene)
+    assert flipped.relation_wrong and flipped.hallucinated and flipped.hallucinated_mentions == 0
+    fewer = world.check_caption("one red circle on a gray background", scene)
+    assert fewer.covered == 1 and fewer.hallucinated_mentions == 0 and fewer.count_wrong
+    extra = world.check_caption("a red circle and a green triangle on a gray background", scene)
+    assert extra.hallucinated_mentions == 1 and extra.object_hallucinated
+    assert not world.check_caption("not world text", scene).parsed

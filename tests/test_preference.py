@@ -183,3 +183,18 @@ def test_check_caption_claims():
     extra = world.check_caption("a red circle and a green triangle on a gray background", scene)
     assert extra.hallucinated_mentions == 1 and extra.object_hallucinated
     assert not world.check_caption("not world text", scene).parsed
+
+
+def test_select_by_returns_the_best_checkpoint(captioner):
+    pairs = _pairs(8)
+    calls = iter([0.5, 0.7, 0.2, 0.9])  # step 0, 1, 2, 3: the best is step 2
+    cfg = PreferenceConfig(method="dpo", steps=3, batch_size=4, log_every=1, learning_rate=1e-3, device="cpu")
+    states = {}
+
+    def score(cap):
+        states[len(states)] = {k: v.clone() for k, v in cap.model.state_dict().items()}
+        return next(calls)
+
+    res = preference_finetune(captioner, pairs, cfg, progress=False, select_by=score)
+    assert res.selected_step == 2 and [r["step"] for r in res.history] == [0, 1, 2, 3]
+    assert all(torch.equal(states[2][k], v) for k, v in res.captioner.model.state_dict().items())

@@ -219,6 +219,7 @@ class PreferenceResult:
     history: list[dict[str, float]] = field(default_factory=list)
     config: PreferenceConfig | None = None
     wall_s: float = 0.0
+    selected_step: int | None = None   # with ``select_by``: the step whose weights ``captioner`` holds
 
 
 def _scores(model: Any, captioner: Any, pairs: Sequence[PreferencePair], side: str,
@@ -266,13 +267,15 @@ def reference_logprobs(captioner: Any, pairs: Sequence[PreferencePair], config: 
 
 
 def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
-                        progress: bool = True, callback: Callable[[int, dict[str, float], Any], None] | None = None
-                        ) -> PreferenceResult:
+                        progress: bool = True, callback: Callable[[int, dict[str, float], Any], None] | None = None,
+                        select_by: Callable[[Any], float] | None = None) -> PreferenceResult:
     """Fine-tune a copy of ``captioner`` (model + tokenizer + processor) on ``pairs`` with ``config.method``.
 
     Every method sees the same pairs in the same seeded order: ``steps`` batches of ``batch_size`` pairs drawn
     from reshuffled passes over the data; the reference is the frozen starting model. ``callback(step, row,
-    captioner)`` runs after each history row with the policy in eval mode.
+    captioner)`` runs after each history row with the policy in eval mode. ``select_by(captioner) -> float`` (lower
+    is better, e.g. hallucination on a dev set) is computed at step 0 and at each history row, stored in the row as
+    ``selected_metric``, and the best weights are returned (checkpoint selection; the last step's otherwise).
     """
     from tqdm.auto import tqdm
 
@@ -302,6 +305,12 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
     queue: list[int] = []
     history: list[dict[str, float]] = []
     window: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    if select_by is not None:
+        policy.model.eval()
+        score = float(select_by(policy))
+        history.append({"step": 0, "selected_metric": score, "pairs_seen": 0, "wall_s": round(time.time() - t0, 2)})
+        best = (score, 0, copy.deepcopy(policy.model.state_dict()))
     policy.model.train(not config.disable_dropout)
     for step in tqdm(range(1, config.steps + 1), desc=config.method, disable=not progress):
         while len(queue) < config.batch_size:
@@ -323,11 +332,21 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
         if step % config.log_every == 0 or step == config.steps:
             row = {"step": step, **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
                    "pairs_seen": step * config.batch_size, "wall_s": round(time.time() - t0, 2)}
+            if select_by is not None:
+                policy.model.eval()
+                row["selected_metric"] = float(select_by(policy))
+                if row["selected_metric"] < best[0]:
+                    best = (row["selected_metric"], step, copy.deepcopy(policy.model.state_dict()))
+                policy.model.train(not config.disable_dropout)
             history.append(row)
             window = []
             if callback is not None:  # e.g. evaluate the policy mid-training; it is put back in training mode
                 policy.model.eval()
                 callback(step, row, policy)
                 policy.model.train(not config.disable_dropout)
+    selected = None
+    if best is not None:
+        policy.model.load_state_dict(best[2])
+        selected = best[1]
     policy.model.eval()
-    return PreferenceResult(policy, history, config, round(time.time() - t0, 2))
+    return PreferenceResult(policy, history, config, round(time.time() - t0, 2), selected)

@@ -50,7 +50,7 @@ class AnnotationTask:
     name: str
     kinds: tuple[str, ...]
     items: list[TaskItem]
-    point_radius: float = 2.0
+    point_radius: float | None = None       # pixels; None: 0.08 of the image side, as the simulated annotators
     root: Path | None = None
     _cache: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -147,7 +147,7 @@ def load_task(path: str | Path) -> AnnotationTask:
         items.append(TaskItem(str(_require(d, "id", (str, int), where)), _require(d, "prompt", str, where),
                               tuple(images), tuple(d.get("image_ids", ())), d.get("caption"), tuple(d.get("tokens", ()))))
     return AnnotationTask(_require(data, "name", str, str(path)), tuple(_require(data, "kinds", list, str(path))), items,
-                          float(data.get("point_radius", 2.0)), path.parent)
+                          data.get("point_radius"), path.parent)
 
 
 def save_task(task: AnnotationTask, path: str | Path) -> Path:
@@ -179,7 +179,7 @@ def save_task(task: AnnotationTask, path: str | Path) -> Path:
 
 def task_from_arrays(name: str, kinds: Sequence[str], prompts: Sequence[str], images: Sequence[Any],
                      item_ids: Sequence[str] | None = None, captions: Sequence[str] | None = None,
-                     point_radius: float = 2.0) -> AnnotationTask:
+                     point_radius: float | None = None) -> AnnotationTask:
     """A task from in-memory images: ``images[i]`` is one uint8 array, or a list of them for a ranking."""
     if len(prompts) != len(images) or (captions is not None and len(captions) != len(prompts)):
         raise TaskError(f"prompts, images (and captions) need one entry per item: {len(prompts)} vs {len(images)}")

@@ -2,6 +2,7 @@
 #   make reproduce [PROFILE=cpu]   run every notebook of a profile → reports/<profile>/index.html
 #   make test                      unit tests, runner tests, notebooks under nbval (smoke)
 #   make lab                       JupyterLab in notebooks/
+#   make annotate TASK=t.json [STORE=s.db] [ANNOTATOR=name] [PORT=8866]  the annotation app without code (Voilà)
 #   make bench-ddpo [PROFILE=cpu]  DDPO ours vs trl 0.23.1's DDPOTrainer (benchmarks/ddpo_vs_trl.py; smoke|cpu|gpu)
 #   make clean-reports
 # GPU users: make reproduce TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
@@ -20,7 +21,7 @@ export OMP_NUM_THREADS ?= 1
 export PYTHONHASHSEED  := 0
 export MPLBACKEND      := Agg
 
-.PHONY: install reproduce test lab bench-ddpo clean-reports
+.PHONY: install reproduce test lab annotate bench-ddpo clean-reports
 
 install: $(STAMP)
 
@@ -51,6 +52,16 @@ bench-ddpo: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+# Without TASK: a small ShapesWorld demo task under reports/annotate/demo. Paths are made absolute for Voilà.
+TASK      ?=
+STORE     ?=
+ANNOTATOR ?= annotator
+PORT      ?= 8866
+annotate: $(STAMP)
+	FEEDBACKLAB_TASK="$(if $(TASK),$(abspath $(TASK)))" FEEDBACKLAB_STORE="$(if $(STORE),$(abspath $(STORE)))" \
+	FEEDBACKLAB_ANNOTATOR="$(ANNOTATOR)" $(BIN)/voila notebooks/apps/annotate.ipynb --port=$(PORT) --no-browser \
+		--Voila.ip=127.0.0.1 --strip_sources=True
 
 clean-reports:
 	rm -rf reports/*/

@@ -22,7 +22,7 @@ from . import render
 from .store import AnnotationStore
 from .task import AnnotationTask, TaskItem, load_task
 
-POINT_COLORS = {"implausible": (230, 40, 40), "misaligned": (40, 120, 255)}
+POINT_COLORS = {"implausible": (255, 230, 0), "misaligned": (0, 230, 255)}  # yellow / cyan: visible on the world's colours
 
 
 class AnnotationApp:
@@ -155,6 +155,7 @@ class AnnotationApp:
             if pts:
                 img = render.draw_points(img, pts, max(1.0, self._radius(img) / 3), POINT_COLORS[region])
         self.image.value = render.png(img, self.scale)
+        self.image.layout.width = f"{img.shape[1] * self.scale}px"  # shown at scale, never stretched
 
     # -- points -----------------------------------------------------------------------------------------------
     def add_point(self, x: float, y: float) -> None:

@@ -187,3 +187,20 @@ def task_from_arrays(name: str, kinds: Sequence[str], prompts: Sequence[str], im
     items = [TaskItem(ids[i], prompts[i], tuple(images[i]) if isinstance(images[i], (list, tuple)) else (images[i],),
                       caption=None if captions is None else captions[i]) for i in range(len(prompts))]
     return AnnotationTask(name, tuple(kinds), items, point_radius)
+
+
+def demo_task(directory: str | Path, kinds: Sequence[str] = ("binary", "points"), n: int = 8, seed: int = 0,
+              size: int = 64) -> Path:
+    """Write a small ShapesWorld task (renders of seen-split prompts; captions from the world for corrections) to
+    ``directory/task.json`` and return its path: what ``make annotate`` opens when no task is given."""
+    from feedbacklab import world
+    from feedbacklab.models import data as wdata
+
+    k = 3 if "ranking" in kinds else 1
+    specs = wdata.sample_specs(n * k, seed=seed, split="seen")
+    arrays, scenes = wdata.render_specs(specs, size=size, seed=seed)
+    prompts = [world.describe(scenes[i * k]) for i in range(n)]
+    images = [list(arrays[i * k:(i + 1) * k]) if k > 1 else arrays[i] for i in range(n)]
+    task = task_from_arrays(f"demo-{'-'.join(kinds)}", kinds, prompts, images,
+                            captions=prompts if "correction" in kinds else None)
+    return save_task(task, Path(directory) / "task.json")

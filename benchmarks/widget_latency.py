@@ -16,15 +16,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from feedbacklab.feedback import MAP_KINDS, SCORE_ASPECTS  # noqa: E402
+from feedbacklab.widgets.app import AnnotationApp  # noqa: E402
 from feedbacklab.widgets.bundles import demo_bundles  # noqa: E402
 from feedbacklab.widgets.inspect import BestOfNBrowser, HeatmapInspector  # noqa: E402
+from feedbacklab.widgets.task import task_from_arrays  # noqa: E402
 
 BUDGET_MS = 200.0
 
@@ -57,6 +61,21 @@ def browser(data: dict[str, Any]) -> BestOfNBrowser:
     return w
 
 
+def annotation_app(data: dict[str, Any]) -> AnnotationApp:
+    """The app over the demo images (binary, four scores, points, keywords), its store in a temporary folder."""
+    rich = data["rich"]
+    task = task_from_arrays("bench", ["binary", "likert", "points", "keywords"], [lab.prompt for lab in rich.labels],
+                            list(rich.images))
+    return AnnotationApp(task, Path(tempfile.mkdtemp()) / "bench.db", "bench")
+
+
+def _answer_and_confirm(app: AnnotationApp, k: int) -> None:
+    app.binary.value = k % 2
+    for w in app.likert.values():
+        w.value = 1 + k % 5
+    app.confirm_button.click()  # includes the SQLite transaction with synchronous=FULL (an fsync)
+
+
 def _toggle(control, k: int) -> None:
     options = [o[1] if isinstance(o, tuple) else o for o in control.options]
     control.value = options[(options.index(control.value) + 1) % len(options)]
@@ -76,6 +95,10 @@ ENTRIES: list[Entry] = [
     Entry("best-of-n: n change", browser, lambda w, k: setattr(w.n, "value", 1 + (w.n.value % w.n.max))),
     Entry("best-of-n: reward A change", browser, lambda w, k: _toggle(w.reward_a, k)),
     Entry("best-of-n: reward B toggle", browser, lambda w, k: _toggle(w.reward_b, k)),
+    Entry("annotation: click a point", annotation_app,
+          lambda w, k: w.on_image_event({"type": "click", "dataX": 8 * (k % 32), "dataY": 4 * (k % 64)})),
+    Entry("annotation: toggle a keyword", annotation_app, lambda w, k: setattr(w.keyword_buttons[0], "value", k % 2 == 1)),
+    Entry("annotation: answer + confirm", annotation_app, _answer_and_confirm),
 ]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
-from feedbacklab.feedback.annotators import make_correction
+from feedbacklab.feedback.annotators import NoiseConfig, make_correction
 from feedbacklab.feedback.records import (POINT_KINDS, SCORE_ASPECTS, BinaryLabel, KeywordLabels, LikertScores,
                                           PointAnnotation, Ranking, Record)
 
@@ -144,7 +144,10 @@ class AnnotationApp:
             self.caption.value = r.corrected
 
     def _radius(self, image: np.ndarray) -> float:
-        return self.task.point_radius if self.task.point_radius is not None else 0.08 * max(image.shape[:2])
+        """The task's radius in pixels, or the simulated annotators' (a fraction of the image side)."""
+        if self.task.point_radius is not None:
+            return self.task.point_radius
+        return NoiseConfig().point_radius * max(image.shape[:2])
 
     def _draw(self) -> None:
         if self.item is None or "ranking" in self.task.kinds:

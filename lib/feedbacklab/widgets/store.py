@@ -8,6 +8,7 @@ the project's record JSON (``Record.to_dict``), so ``export_json`` writes what `
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -88,17 +89,16 @@ class AnnotationStore:
             raise StoreError(f"{self.path}: store schema version {version and version[0]}, this code reads {SCHEMA_VERSION}")
 
     # -- plumbing ---------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
     def _transaction(self):
-        db = self._db
-
-        class _Tx:
-            def __enter__(self_inner):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, exc_type, *_):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-                return False
-        return _Tx()
+        """One write transaction: taken at once (BEGIN IMMEDIATE), committed on success, rolled back on error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

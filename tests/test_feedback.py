@@ -330,6 +330,18 @@ def test_score_agreement_of_noiseless_panel_is_perfect():
     assert F.score_agreement(records, "overall").share_perfect == 1.0
 
 
+def test_score_agreement_with_uneven_annotators_counts_the_requested_size_only():
+    def scores(item, values):
+        return [F.LikertScores(f"a{k}", item, "p", v, v, v, v) for k, v in enumerate(values)]
+
+    records = scores("x", [3, 3, 3]) + scores("y", [1, 5]) + scores("z", [2, 3, 4])
+    with pytest.raises(ValueError, match="different numbers of annotators"):
+        F.score_agreement(records, "overall")
+    three = F.score_agreement(records, "overall", n_annotators=3)
+    assert (three.n_items, three.counts[0], three.counts[2]) == (2, 1, 1)
+    assert F.score_agreement(records, "overall", n_annotators=2).counts[4] == 1
+
+
 def test_default_score_noise_gives_richhf_like_agreement():
     # RichHF-18K: about 25% of items with perfect (maxdiff 0) and 85% with good (<= 1) agreement
     rng = np.random.default_rng(0)

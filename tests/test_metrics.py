@@ -37,6 +37,7 @@ def test_single_class_is_undefined():
     assert math.isnan(M.auroc([0.1, 0.5, 0.9], [1, 1, 1]))
     assert math.isnan(M.auroc([0.1, 0.5, 0.9], [0, 0, 0]))
     assert math.isnan(M.auprc([0.1, 0.5], [0, 0]))
+    assert math.isnan(M.auroc([], []))  # an empty split (a tiny human-labelled set) is undefined too, not an error
     assert M.auprc([0.1, 0.5], [1, 1]) == 1.0
 
 

@@ -267,24 +267,123 @@ def rank_feedback_set(fs: FeedbackSet, panel: Any, sizes: Sequence[int] | None =
     return rankings, np.array(used, dtype=int)
 
 
-def rich_feedback(fs: FeedbackSet, panel: Any) -> tuple[list, list]:
+def rich_feedback(fs: FeedbackSet, panel: Any = None, records: Sequence[Any] | None = None) -> tuple[list, list]:
     """RichHF's annotation of every image of ``fs``: each annotator's ``Panel.rich`` records (Likert scores,
     points on implausible and misaligned regions, misaligned keywords), and their consolidation
     (``feedback.consolidate_rich``: one ``RichLabel`` per image, item ids from the records). The oracle's
-    verdict rides along in ``RichLabel.extra`` (``aligned``, ``n_artifacts``, ``plausibility``) for evaluation."""
+    verdict rides along in ``RichLabel.extra`` (``aligned``, ``n_artifacts``, ``plausibility``) for evaluation.
+
+    ``records`` instead of ``panel``: people's records of those kinds (``human_feedback_set``), one item per image."""
     from feedbacklab import world
     from feedbacklab.feedback.rich import consolidate_rich
 
-    if panel is None or len(panel) < 1:
-        raise ValueError("rich_feedback needs a panel of annotators (feedback.make_panel)")
-    records = []
-    for r, image in zip(fs.records, fs.images):
-        records += panel.rich(world.judge(r["prompt"], image), r["item_id"])
+    if (panel is None) == (records is None):
+        raise ValueError("rich_feedback needs a panel of annotators (feedback.make_panel) or the people's records, "
+                         "not both")
+    if panel is not None and len(panel) < 1:
+        raise ValueError("rich_feedback needs a panel of at least one annotator")
+    if records is None:
+        records = []
+        for r, image in zip(fs.records, fs.images):
+            records += panel.rich(world.judge(r["prompt"], image), r["item_id"])
     labels = consolidate_rich(records)
+    order = {r["item_id"]: n for n, r in enumerate(fs.records)}
+    if sorted(order) != sorted(lab.item_id for lab in labels):
+        raise ValueError("rich_feedback: the records must label every image of the set and nothing else")
+    labels.sort(key=lambda lab: order[lab.item_id])
     for label, r in zip(labels, fs.records):
         label.extra = {"aligned": bool(r["aligned"]), "n_artifacts": int(r["n_artifacts"]),
                        "plausibility": float(r["plausibility"])}
     return labels, records
+
+
+def annotation_task(fs: FeedbackSet, name: str, kinds: Sequence[str], index: Sequence[int] | None = None) -> Any:
+    """The images of ``fs`` (those at ``index``) as a ``widgets.AnnotationTask`` for people to annotate.
+
+    One item per image, its id the record's ``item_id``; with ``"ranking"`` one item per prompt holding that
+    prompt's images. ``widgets.save_task`` writes it; ``human_feedback_set`` reads the answers back."""
+    from feedbacklab.widgets.task import task_from_arrays
+
+    index = list(range(len(fs))) if index is None else [int(i) for i in index]
+    if not index:
+        raise ValueError("annotation_task needs at least one image")
+    if "ranking" not in kinds:
+        return task_from_arrays(name, kinds, [fs.records[i]["prompt"] for i in index], [fs.images[i] for i in index],
+                                [fs.records[i]["item_id"] for i in index])
+    groups: dict[int, list[int]] = {}
+    for i in index:
+        groups.setdefault(fs.records[i]["prompt_index"], []).append(i)
+    return task_from_arrays(name, kinds, [fs.records[g[0]]["prompt"] for g in groups.values()],
+                            [[fs.images[i] for i in g] for g in groups.values()],
+                            [f"prompt{p:04d}" for p in groups])
+
+
+HUMAN_KINDS = {"binary": ("binary",), "ranking": ("ranking",), "rich": ("likert", "points", "keywords")}
+
+
+def human_feedback_set(task: Any, store_path: str | Path, feedback: str = "binary") -> tuple[FeedbackSet, list]:
+    """People's answers from the annotation app's store, as the simulated panel's feedback set would be.
+
+    ``task`` is the ``widgets.AnnotationTask`` (or its JSON path) the people annotated, ``store_path`` its SQLite
+    store. Returns a ``FeedbackSet`` of the annotated images (task order; records judged by the oracle, for
+    evaluation only) and the stored records of the ``feedback`` kind: ``"binary"`` (each record's ``labels`` are
+    the annotators' 0/1, ``label`` their majority, ties 0), ``"ranking"`` (``Ranking`` records over image ids;
+    ``label`` 1 for images in the better half of their group by mean rank, for baselines that need a 0/1 label) or
+    ``"rich"`` (Likert, points and keyword records, for ``rich_feedback(fs, records=...)``). ShapesWorld prompts
+    only: the oracle must read them (real data has its own loaders in ``feedbacklab.datasets``)."""
+    from feedbacklab.feedback.consolidate import majority_vote
+    from feedbacklab.feedback.records import Ranking
+    from feedbacklab.widgets.store import load_human_feedback
+    from feedbacklab.widgets.task import AnnotationTask, load_task
+
+    if feedback not in HUMAN_KINDS:
+        raise ValueError(f"unknown feedback {feedback!r}; accepted: {sorted(HUMAN_KINDS)}")
+    task = task if isinstance(task, AnnotationTask) else load_task(task)
+    missing = [k for k in HUMAN_KINDS[feedback] if k not in task.kinds]
+    if missing:
+        raise ValueError(f"task {task.name!r} asks for {list(task.kinds)}, not {missing} ({feedback} feedback needs "
+                         f"{list(HUMAN_KINDS[feedback])})")
+    records, images = [], {}
+    for kind in HUMAN_KINDS[feedback]:
+        got, images = load_human_feedback(task, store_path, kind)
+        records += got
+    if not records:
+        raise ValueError(f"the store {store_path} holds no {feedback} answers for task {task.name!r}: annotate first "
+                         "(make annotate TASK=... STORE=...)")
+    answered = {i for r in records for i in (r.item_ids if isinstance(r, Ranking) else (r.item_id,))}
+    prompt_of = {iid: item.prompt for item in task.items for iid in item.image_ids}
+    ids = [iid for item in task.items for iid in item.image_ids if iid in answered]
+    prompt_index = {p: n for n, p in enumerate(dict.fromkeys(prompt_of[i] for i in ids))}
+    sample: dict[str, int] = {}
+    fs_records = []
+    for n, iid in enumerate(ids):
+        p = prompt_of[iid]
+        try:
+            rec = judge_record(p, images[iid])
+        except ValueError as exc:
+            raise ValueError(f"image {iid!r}: its prompt {p!r} is not a ShapesWorld prompt the oracle reads ({exc}); "
+                             "human feedback on other prompts goes through feedbacklab.datasets") from None
+        fs_records.append({"index": n, "item_id": iid, "prompt_index": prompt_index[p],
+                           "sample": sample.setdefault(p, 0), **rec, "source": f"human:{task.name}"})
+        sample[p] += 1
+    by_id = {r["item_id"]: r for r in fs_records}
+    if feedback == "binary":
+        votes: dict[str, list[int]] = {}
+        for r in records:
+            votes.setdefault(r.item_id, []).append(int(r.label))
+        for iid, v in votes.items():
+            by_id[iid].update(labels=v, label=int(majority_vote([v])[0]), vote_share=float(np.mean(v)))
+    elif feedback == "ranking":
+        ranks: dict[str, list[int]] = {}
+        for r in records:
+            for iid, rank in zip(r.item_ids, r.ranks):
+                ranks.setdefault(iid, []).append(rank)
+        for r in records:
+            group = sorted(r.item_ids, key=lambda i: np.mean(ranks[i]))
+            for k, iid in enumerate(group):
+                by_id[iid]["label"] = int(k < len(group) / 2)
+    fs = FeedbackSet(np.stack([images[i] for i in ids]), fs_records)
+    return fs, records
 
 
 @dataclass

@@ -53,9 +53,9 @@ def _pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ classification (TIA2)
 
 def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
-    """Area under the ROC curve (sklearn ``roc_auc_score``); ties count half. nan if only one class."""
+    """Area under the ROC curve (sklearn ``roc_auc_score``); ties count half. nan if fewer than two classes."""
     s, y = _scores_labels(scores, labels)
-    if y.min(initial=1) == y.max(initial=0):
+    if len(np.unique(y)) < 2:
         return float("nan")
     return float(roc_auc_score(y, s))
 

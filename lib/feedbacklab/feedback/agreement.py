@@ -39,9 +39,12 @@ def maxdiff_histogram(scores: np.ndarray | Sequence[Sequence[float]], max_value:
     return MaxdiffSummary(counts, n, share(d == 0), share(d <= 1))
 
 
-def score_agreement(records: Sequence[LikertScores], aspect: str) -> MaxdiffSummary:
-    """``maxdiff_histogram`` of one aspect over items; every item needs the same number of annotators."""
+def score_agreement(records: Sequence[LikertScores], aspect: str, n_annotators: int | None = None) -> MaxdiffSummary:
+    """``maxdiff_histogram`` of one aspect over items; every item needs the same number of annotators, or give
+    ``n_annotators`` to count only the items scored by exactly that many (people's stores are uneven)."""
     groups = group_by_item(records)
+    if n_annotators is not None:
+        groups = {k: rs for k, rs in groups.items() if len(rs) == n_annotators}
     sizes = {len(rs) for rs in groups.values()}
     if len(sizes) > 1:
         raise ValueError(f"items have different numbers of annotators: {sorted(sizes)}")

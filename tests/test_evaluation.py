@@ -173,3 +173,19 @@ def test_set_human_eval_compares_sets_of_four_per_prompt():
     assert noisy["a_win"] + noisy["b_win"] == pytest.approx(1.0) and 0.0 < noisy["b_win"] < 1.0
     with pytest.raises(ValueError, match="2 x set_size = 8"):
         ev.set_human_eval(recs(0.2, n=7), recs(0.8, n=7))
+
+
+def test_ranking_accuracy_hand_case_with_mixed_image_sizes():
+    from feedbacklab.feedback import Ranking
+    from feedbacklab.rewards import load_reward
+
+    brightness = load_reward("brightness")  # mean pixel value: a reward with a known answer
+    imgs = {f"i{k}": np.full((8 + 8 * (k % 2), 8, 3), v, np.uint8) for k, v in enumerate((200, 100, 50, 10, 90))}
+    rankings = [Ranking("p1", "a", ("i0", "i1", "i2"), (0, 1, 2)),   # people agree with brightness: 3 of 3 pairs
+                Ranking("p2", "b", ("i3", "i4"), (0, 1))]            # i3 (10) ranked over i4 (90): 0 of 1
+    acc = ev.ranking_accuracy({"brightness": brightness}, rankings, imgs, batch_size=2)
+    assert acc["brightness"] == pytest.approx(3 / 4)
+    scores = ev.score_images(brightness, ["x"] * 5, [imgs[f"i{k}"] for k in range(5)])
+    assert np.argsort(-scores).tolist() == [0, 1, 4, 2, 3]
+    with pytest.raises(ValueError, match="without pixels"):
+        ev.ranking_accuracy({"b": brightness}, [Ranking("p", "a", ("i0", "zz"), (0, 1))], imgs)

@@ -231,3 +231,13 @@ def test_images_must_exist_and_fit_the_maps(tmp_path, images_dir, no_decoding):
         R.read_richhf_tfrecord(FIXTURE, images_dir=images_dir, image_size=64)
     with pytest.raises(ValueError, match=r"image_size must be a positive int or \(height, width\)"):
         R.read_richhf_tfrecord(FIXTURE, images_dir=images_dir, image_size=(0, 64))
+
+
+def test_summary_of_the_fixture_by_hand():
+    labels = R.read_richhf_tfrecord(FIXTURE, prompts=PROMPTS).labels
+    s = R.summarize_richhf(labels)
+    assert s["items"] == 3 and s["mean_plausibility"] == pytest.approx((0.5 + labels[1].scores["plausibility"] + 1) / 3)
+    assert s["share_with_implausible_region"] == pytest.approx(
+        np.mean([lab.heatmaps["implausible"].max() > 0 for lab in labels]))
+    assert s["share_with_misaligned_region"] == pytest.approx(2 / 3)  # the third item has no region at all
+    assert s["share_misaligned_tokens"] == pytest.approx((3 + 2 + 0) / (8 + 7 + 6))

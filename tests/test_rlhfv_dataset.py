@@ -98,3 +98,22 @@ def test_world_corrections_round_trip(tmp_path):
     assert back[0].chosen == c1.corrected and back[0].rejected == c1.original
     assert back[0].chosen_spans == c1.corrected_char_spans and back[0].rejected_spans == c1.original_char_spans
     assert back[0].origin_split["annotator"] == "s0-a0" and (back[0].image_array() == images[0]).all()
+
+
+def test_summary_counts_pairs_segments_and_words(tmp_path):
+    from feedbacklab.datasets.rlhfv import summarize_rlhfv
+
+    text = json.dumps({"question": "Describe the image in detail.", "chosen": CHOSEN, "rejected": REJECTED})
+    recs = load_rlhfv(_release_file(tmp_path / "r.parquet", [_row(1, text), _row(2, text)]))
+    s = summarize_rlhfv(recs)
+    assert s["pairs"] == 2 and s["changed_segments_per_pair"] == 1
+    assert s["words_rejected"] == len(REJECTED.split()) and s["words_chosen"] == len(CHOSEN.split())
+    assert s["share_of_rejected_changed"] == pytest.approx(len("are two dogs") / len(REJECTED))
+
+
+def test_fixture_release_file_loads():
+    """tests/fixtures/rlhfv (notebook 50's smoke run reads it as rlhfv_release) is in the release's schema."""
+    from pathlib import Path
+
+    recs = load_rlhfv(Path(__file__).parent / "fixtures" / "rlhfv" / "RLHF-V-Dataset.parquet")
+    assert len(recs) == 3 and all(r.rejected_spans for r in recs)

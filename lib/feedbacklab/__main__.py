@@ -1,6 +1,6 @@
 """Command line: ``python -m feedbacklab run --profile cpu [--only NAME ...] [--force]``.
 
-Also ``list-profiles`` and ``nbval`` (the notebooks under nbval with the smoke
+Also ``check --profile NAME`` (the pre-flight check: models, dataset paths, GPU, disk), ``list-profiles`` and ``nbval`` (the notebooks under nbval with the smoke
 profile, as ``make test`` runs them).
 """
 from __future__ import annotations
@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list-profiles", help="list the profiles and their notebooks")
     lst.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
 
+    run.add_argument("--no-check", action="store_true", help="skip the pre-flight check of models, paths, GPU, disk")
+    chk = sub.add_parser("check", help="pre-flight: do a profile's model ids, dataset paths, GPU and disk resolve?")
+    chk.add_argument("--profile", default="cpu", help="a notebooks/profiles/<name>.yaml (default: cpu)")
+    chk.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
+    chk.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help=argparse.SUPPRESS)
     nbv = sub.add_parser("nbval", help="check notebooks with pytest --nbval-lax (profile smoke); "
                                        "other arguments go to pytest")
     nbv.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
@@ -45,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = runner.run_profile(
             args.profile, args.only, args.force,
-            notebooks_dir=args.notebooks_dir, reports_dir=args.reports_dir,
+            notebooks_dir=args.notebooks_dir, reports_dir=args.reports_dir, check=not args.no_check,
         )
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume (finished notebooks are skipped)",
@@ -66,6 +71,14 @@ def _list_profiles(args: argparse.Namespace) -> int:
         notebooks = ", ".join(n for n, _ in prof.notebooks) or "(no notebooks yet)"
         print(f"{name:8s} {prof.description}\n         notebooks: {notebooks}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from . import preflight
+
+    problems = preflight.check_profile(args.profile, args.notebooks_dir, args.reports_dir)
+    print(preflight.format_problems(args.profile, problems), file=sys.stderr if problems else sys.stdout)
+    return 1 if problems else 0
 
 
 def _nbval(args: argparse.Namespace) -> int:
@@ -89,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "nbval":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
-    command = {"run": _run, "list-profiles": _list_profiles, "nbval": _nbval}[args.command]
+    command = {"run": _run, "list-profiles": _list_profiles, "check": _check, "nbval": _nbval}[args.command]
     try:
         return command(args)
     except (runner.ConfigError, runner.KernelError) as err:

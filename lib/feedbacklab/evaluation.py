@@ -277,6 +277,48 @@ def consolidated_preference(rankings: Sequence[Any]) -> dict[str, float]:
     return {item: -float(np.mean(r)) for item, r in ranks.items()}
 
 
+def score_images(reward: Any, prompts: Sequence[str], images: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """``reward.score`` of uint8 (H, W, 3) images of any sizes (real datasets mix them): batched by size, no grad."""
+    from feedbacklab.models.data import to_tensor
+
+    if len(prompts) != len(images):
+        raise ValueError(f"need one prompt per image, got {len(prompts)} prompts and {len(images)} images")
+    out = np.full(len(images), np.nan)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        by_shape.setdefault(tuple(np.shape(img)), []).append(i)
+    with torch.no_grad():
+        for idx in by_shape.values():
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start:start + batch_size]
+                x = to_tensor(np.stack([np.asarray(images[i]) for i in chunk])).to(reward.device)
+                out[chunk] = reward.score([prompts[i] for i in chunk], x).float().cpu().numpy()
+    return out
+
+
+def ranking_accuracy(rewards: dict[str, Any], rankings: Sequence[Any], images: dict[str, np.ndarray],
+                     batch_size: int = 16) -> dict[str, float]:
+    """Each reward's preference accuracy on people's rankings (ImageReward's Table 2 metric on a real test set):
+    the share of the rankings' ordered pairs that its scores order the same way, within each ranking (ties of
+    the people skipped, the reward's count 1/2). ``images`` holds every ranked image id (uint8 (H, W, 3))."""
+    from feedbacklab import metrics as M
+
+    ids, prompts, human, groups = [], [], [], []
+    for g, r in enumerate(rankings):
+        missing = [i for i in r.item_ids if i not in images]
+        if missing:
+            raise ValueError(f"ranking {g} ({r.prompt!r}) names images without pixels: {missing[:3]}")
+        for item, rank in zip(r.item_ids, r.ranks):
+            ids.append(item)
+            prompts.append(r.prompt)
+            human.append(-rank)
+            groups.append(g)
+    if not ids:
+        raise ValueError("ranking_accuracy needs at least one ranking")
+    return {name: M.pairwise_accuracy(score_images(reward, prompts, [images[i] for i in ids], batch_size), human, groups)
+            for name, reward in rewards.items()}
+
+
 class RoundJudge:
     """A fine-tuning callback ``(round, row, trajectories)`` (``ddpo_finetune``'s) that judges the policy after each
     round on fixed prompts and seeds: the proxy reward's mean and the oracle's aligned rate, against reward

@@ -50,7 +50,8 @@ LIB_DIR = Path(__file__).resolve().parent
 KERNEL_NAME = "feedbacklab"
 KERNEL_DISPLAY_NAME = "Python (feedbacklab)"
 OUTPUT_DIR_PARAM = "output_dir"
-PROFILE_KEYS = ("description", "parameters", "notebooks")
+PROFILE_KEYS = ("description", "parameters", "notebooks", "requires")
+REQUIRES_KEYS = ("disk_gb", "gpu_memory_gb")  # what the pre-flight check verifies (gpu_memory_gb: documented only)
 ENTRY_KEYS = ("name", "parameters")
 
 
@@ -71,6 +72,7 @@ class Profile:
     description: str
     shared: dict[str, Any]
     notebooks: tuple[tuple[str, dict[str, Any]], ...]  # (name, per-notebook parameters), in order
+    requires: dict[str, Any] = field(default_factory=dict)  # REQUIRES_KEYS, for the pre-flight check
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,10 @@ def load_profile(name: str, profiles_dir: Path) -> Profile:
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise ConfigError(f"{path}: 'description' must be a string")
-    return Profile(name, path, description, shared, notebooks)
+    requires = data.get("requires") or {}
+    if not isinstance(requires, dict) or set(requires) - set(REQUIRES_KEYS):
+        raise ConfigError(f"{path}: 'requires' must be a mapping with keys among {list(REQUIRES_KEYS)}, got {requires!r}")
+    return Profile(name, path, description, shared, notebooks, requires)
 
 
 def _entry(entry: Any, where: str) -> tuple[str, dict[str, Any]]:
@@ -178,13 +183,24 @@ def _param_dict(params: Any, where: str) -> dict[str, Any]:
 # --------------------------------------------------------------- notebooks
 
 
+_DECLARED: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
+
+
 def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
-    """The parameters a notebook declares in its single ``parameters`` cell.
+    """The parameters a notebook declares in its single ``parameters`` cell (cached by path, mtime and size).
 
     papermill's ``inspect_notebook`` skips lines with more than one ``=``, such as
     ``n = by_profile(2000, smoke=50)``; names assigned at the top level of the cell
     (found with ``ast``) complete its answer.
     """
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _DECLARED:
+        _DECLARED[key] = _read_declared_parameters(Path(path))
+    return {k: dict(v) for k, v in _DECLARED[key].items()}
+
+
+def _read_declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
     import papermill as pm
 
     nb = nbformat.read(str(path), as_version=4)
@@ -465,13 +481,24 @@ def run_profile(
     kernel_name: str = KERNEL_NAME,
     executor: Executor | None = None,
     out: TextIO | None = None,
+    check: bool = True,
 ) -> BatchResult:
-    """Run a profile's notebooks (or ``only`` those), skipping unchanged successful ones unless ``force``."""
+    """Run a profile's notebooks (or ``only`` those), skipping unchanged successful ones unless ``force``.
+
+    With ``check`` the pre-flight check (``feedbacklab.preflight``) runs first: every model, path, GPU and disk
+    need of the selected notebooks must resolve, else ConfigError lists them all and nothing runs."""
     out = out or sys.stdout
     profiles_dir = Path(profiles_dir) if profiles_dir is not None else Path(notebooks_dir) / "profiles"
     prof = load_profile(profile, profiles_dir)
     jobs = plan(prof, notebooks_dir, reports_dir, lib_dir)
     selected = select(jobs, only)
+    if check:
+        from . import preflight
+
+        problems = preflight.check_jobs(selected, {j.name: declared_parameters(j.notebook) for j in selected},
+                                        prof.requires, Path(reports_dir) / prof.name)
+        if problems:
+            raise ConfigError(preflight.format_problems(prof.name, problems))
     if executor is None:
         ensure_kernel(kernel_name)
         executor = papermill_executor(kernel_name)

@@ -9,8 +9,16 @@
   ``read_richhf_tfrecord`` (labels, prompts, Pick-a-Pic images) and ``write_richhf_tfrecord``.
 - ``rlhfv``: the RLHF-V release (Yu et al., CVPR 2024) parquet: ``load_rlhfv``, ``write_rlhfv``,
   ``segment_spans`` (the changed segments the release does not store), ``to_preference_pairs``.
+- ``imagerewarddb``: ImageRewardDB (Xu et al., NeurIPS 2023) parquet, read lazily: ``load_imagerewarddb`` (prompt
+  groups, ``ImageRewardGroup.to_ranking``), ``rankings_from_imagerewarddb``, ``write_imagerewarddb``.
+- ``pickapic``: Pick-a-Pic v2 (Kirstain et al., NeurIPS 2023) parquet, read lazily: ``load_pickapic`` (pairs, ties,
+  skip counts), ``rankings_from_pickapic``, ``write_pickapic``.
 """
 from .alignment_scores import AlignmentScores, load_alignment_scores
+from .imagerewarddb import (ImageRewardDBFormatError, ImageRewardGroup, load_imagerewarddb,
+                            rankings_from_imagerewarddb, write_imagerewarddb)
+from .pickapic import (PickAPicFormatError, PickAPicPair, PickAPicSet, load_pickapic, rankings_from_pickapic,
+                       write_pickapic)
 from .prompt_sets import check_prompt_set, load_prompt_set, world_prompt_set, write_prompt_set
 from .richhf import (
     RICHHF_FEATURES,
@@ -18,11 +26,12 @@ from .richhf import (
     RichHFSet,
     read_richhf_tfrecord,
     richhf_tokens,
+    summarize_richhf,
     write_image_dir,
     write_richhf_tfrecord,
 )
 from .rlhfv import (RLHFVFormatError, RLHFVRecord, load_rlhfv, records_from_corrections, segment_spans,
-                    to_preference_pairs, write_rlhfv)
+                    summarize_rlhfv, to_preference_pairs, write_rlhfv)
 from .tia2 import (
     SUBSETS,
     TIA2FormatError,
@@ -40,9 +49,12 @@ from .tia2 import (
     write_tia2,
 )
 
-__all__ = ["RLHFVFormatError", "RLHFVRecord", "load_rlhfv", "records_from_corrections", "segment_spans",
+__all__ = ["summarize_richhf", "summarize_rlhfv", "RLHFVFormatError", "RLHFVRecord", "load_rlhfv", "records_from_corrections", "segment_spans",
            "to_preference_pairs", "write_rlhfv", "AlignmentScores", "RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError",
            "TIA2Record", "build_shapes_tia2", "check_prompt_set", "check_subset", "evaluate_tia2",
            "load_alignment_scores", "load_images", "load_prompt_set", "load_tia2", "per_prompt_alignment",
            "generator_images", "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",
-           "world_prompt_set", "write_image_dir", "write_prompt_set", "write_richhf_tfrecord", "write_tia2"]
+           "world_prompt_set", "write_image_dir", "write_prompt_set", "write_richhf_tfrecord", "write_tia2",
+           "ImageRewardDBFormatError", "ImageRewardGroup", "load_imagerewarddb", "rankings_from_imagerewarddb",
+           "write_imagerewarddb", "PickAPicFormatError", "PickAPicPair", "PickAPicSet", "load_pickapic",
+           "rankings_from_pickapic", "write_pickapic"]

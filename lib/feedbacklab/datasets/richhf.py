@@ -94,6 +94,21 @@ class RichHFSet:
     images: np.ndarray | None = None  # uint8 (N, H, W, 3) like FeedbackSet.images; None without images_dir
 
 
+def summarize_richhf(labels: Sequence[RichLabel]) -> dict[str, float]:
+    """What a RichHF-18K split holds, for a table beside the paper's: items, the mean of each score (in [0, 1],
+    higher is better), the share of items with any implausible / misaligned region, and of misaligned tokens."""
+    if not labels:
+        raise ValueError("summarize_richhf needs at least one label")
+    out: dict[str, float] = {"items": float(len(labels))}
+    for aspect in labels[0].scores:
+        out[f"mean_{aspect}"] = float(np.mean([lab.scores[aspect] for lab in labels]))
+    for kind in labels[0].heatmaps:
+        out[f"share_with_{kind}_region"] = float(np.mean([lab.heatmaps[kind].max() > 0 for lab in labels]))
+    tokens = [k for lab in labels for k in lab.keywords]
+    out["share_misaligned_tokens"] = float(np.mean(tokens)) if tokens else float("nan")
+    return out
+
+
 @dataclass(frozen=True)
 class _Row:
     filename: str

@@ -181,6 +181,19 @@ def records_from_corrections(corrections: Sequence[Any], images: np.ndarray, que
     return out
 
 
+def summarize_rlhfv(records: Sequence[RLHFVRecord]) -> dict[str, float]:
+    """What an RLHF-V-format set holds, beside the paper's 1.4k pairs: pairs, changed segments per pair, the words of
+    the chosen and rejected answers, and the share of their characters the corrections changed."""
+    if not records:
+        raise ValueError("summarize_rlhfv needs at least one record")
+    changed = [sum(e - s for s, e in r.rejected_spans) / max(len(r.rejected), 1) for r in records]
+    return {"pairs": float(len(records)),
+            "changed_segments_per_pair": float(np.mean([len(r.rejected_spans) for r in records])),
+            "words_chosen": float(np.mean([len(r.chosen.split()) for r in records])),
+            "words_rejected": float(np.mean([len(r.rejected.split()) for r in records])),
+            "share_of_rejected_changed": float(np.mean(changed))}
+
+
 def to_preference_pairs(records: Sequence[RLHFVRecord], question: bool = False) -> list:
     """``finetune.PreferencePair`` per record (image as float (3, H, W) in [0, 1]); ``question`` keeps the
     instruction (decoder-only VLMs) or drops it (captioners, which take none)."""

@@ -249,7 +249,7 @@ def test_unknown_profile_and_notebook_errors_list_what_exists(tmp_path):
     ({"parameters": {"sed": 1}, "notebooks": ["good"]}, "shared parameter 'sed' is declared by none"),
     ({"notebooks": [{"name": "good", "parameters": {"output_dir": "x"}}]}, "'output_dir' is set by the runner"),
     ({"notebook": ["good"]}, r"keys among \['description', 'parameters', 'notebooks', 'requires'\]"),
-    ({"requires": {"disk": 5}}, r"'requires' must be a mapping with keys among \['disk_gb', 'gpu_memory_gb'\]"),
+    ({"requires": {"disk": 5}}, r"'requires' must be a mapping with keys among \['disk_gb', 'gpu_memory_gb', 'cpus', 'gpus'\]"),
     ({"notebooks": [{"name": "good", "params": {}}]}, r"keys \['name', 'parameters'\]"),
     ({"notebooks": ["good", "good"]}, "listed more than once"),
     ({"notebooks": ["../good"]}, "file stem"),

@@ -1,6 +1,6 @@
 """Command line: ``python -m feedbacklab run --profile cpu [--only NAME ...] [--force]``.
 
-Also ``check --profile NAME`` (the pre-flight check: models, dataset paths, GPU, disk), ``list-profiles`` and ``nbval`` (the notebooks under nbval with the smoke
+Also ``sweep --profile NAME --seeds 0 1 2 [--grid P=V1,V2]`` (seeds and grids, mean and 95 % CI), ``check --profile NAME`` (the pre-flight check: models, dataset paths, GPU, disk), ``list-profiles`` and ``nbval`` (the notebooks under nbval with the smoke
 profile, as ``make test`` runs them).
 """
 from __future__ import annotations
@@ -31,6 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
 
     run.add_argument("--no-check", action="store_true", help="skip the pre-flight check of models, paths, GPU, disk")
+    swp = sub.add_parser("sweep", help="run a profile once per seed (and grid point), aggregate mean and 95 % CI")
+    swp.add_argument("--profile", default="cpu", help="a notebooks/profiles/<name>.yaml (default: cpu)")
+    swp.add_argument("--seeds", nargs="+", type=int, required=True, metavar="SEED", help="e.g. --seeds 0 1 2")
+    swp.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2", help="parameter values to sweep too")
+    swp.add_argument("--only", nargs="+", default=[], metavar="NAME", help="run only these notebooks")
+    swp.add_argument("--force", action="store_true", help="rerun runs whose inputs are unchanged")
+    swp.add_argument("--no-check", action="store_true", help="skip the pre-flight check")
+    swp.add_argument("--executor", choices=("local", "ray"), default="local", help="sequential (default) or Ray tasks")
+    swp.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: a local instance)")
+    swp.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    swp.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
+    swp.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help=argparse.SUPPRESS)
     chk = sub.add_parser("check", help="pre-flight: do a profile's model ids, dataset paths, GPU and disk resolve?")
     chk.add_argument("--profile", default="cpu", help="a notebooks/profiles/<name>.yaml (default: cpu)")
     chk.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
@@ -73,6 +85,18 @@ def _list_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from . import sweeps
+
+    result = sweeps.run_sweep(args.profile, args.seeds, sweeps.parse_grid(args.grid), args.only, args.force,
+                              notebooks_dir=args.notebooks_dir, reports_dir=args.reports_dir, check=not args.no_check,
+                              executor_kind=args.executor, ray_address=args.ray_address, ray_cpus=args.ray_cpus)
+    if result.failed:
+        print(f"failed: {', '.join(result.failed)}", file=sys.stderr)
+    print(result.index)
+    return result.exit_code
+
+
 def _check(args: argparse.Namespace) -> int:
     from . import preflight
 
@@ -102,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "nbval":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
-    command = {"run": _run, "list-profiles": _list_profiles, "check": _check, "nbval": _nbval}[args.command]
+    command = {"run": _run, "list-profiles": _list_profiles, "check": _check, "sweep": _sweep, "nbval": _nbval}[args.command]
     try:
         return command(args)
     except (runner.ConfigError, runner.KernelError) as err:

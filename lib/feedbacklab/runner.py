@@ -51,7 +51,7 @@ KERNEL_NAME = "feedbacklab"
 KERNEL_DISPLAY_NAME = "Python (feedbacklab)"
 OUTPUT_DIR_PARAM = "output_dir"
 PROFILE_KEYS = ("description", "parameters", "notebooks", "requires")
-REQUIRES_KEYS = ("disk_gb", "gpu_memory_gb")  # what the pre-flight check verifies (gpu_memory_gb: documented only)
+REQUIRES_KEYS = ("disk_gb", "gpu_memory_gb", "cpus", "gpus")  # pre-flight: disk_gb; Ray sweeps: cpus, gpus per run
 ENTRY_KEYS = ("name", "parameters")
 
 
@@ -282,9 +282,15 @@ def inputs_key(notebook_sha: str, parameters: dict[str, Any], lib_sha: str) -> s
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def plan(profile: Profile, notebooks_dir: Path, reports_dir: Path, lib_dir: Path | None = None) -> list[Job]:
-    """Validate every notebook of ``profile`` and return its jobs; ConfigError lists all problems."""
-    notebooks_dir, report_dir = Path(notebooks_dir), Path(reports_dir) / profile.name
+def plan(profile: Profile, notebooks_dir: Path, reports_dir: Path, lib_dir: Path | None = None,
+         overrides: dict[str, Any] | None = None, report_dir: Path | None = None) -> list[Job]:
+    """Validate every notebook of ``profile`` and return its jobs; ConfigError lists all problems.
+
+    ``overrides`` (a sweep's seed and grid point) beat the profile's values in every notebook that declares them;
+    each must be declared by at least one. ``report_dir`` replaces ``reports_dir/<profile>`` (a sweep's run)."""
+    notebooks_dir = Path(notebooks_dir)
+    report_dir = Path(report_dir) if report_dir is not None else Path(reports_dir) / profile.name
+    overrides = dict(overrides or {})
     available = sorted(p.stem for p in notebooks_dir.glob("*.ipynb"))
     problems: list[str] = []
     declared: dict[str, dict[str, Any]] = {}
@@ -309,13 +315,20 @@ def plan(profile: Profile, notebooks_dir: Path, reports_dir: Path, lib_dir: Path
             if not any(p in d for d in declared.values()):
                 problems.append(f"{profile.path}: shared parameter {p!r} is declared by none of the "
                                 f"profile's notebooks {[n for n, _ in profile.notebooks]}")
+    if OUTPUT_DIR_PARAM in overrides:
+        problems.append(f"'{OUTPUT_DIR_PARAM}' is set by the runner and cannot be swept")
+    for p in sorted(overrides):
+        if declared and len(declared) == len(profile.notebooks) and not any(p in d for d in declared.values()):
+            problems.append(f"swept parameter {p!r} is declared by none of the profile's notebooks "
+                            f"{[n for n, _ in profile.notebooks]}")
     if problems:
         raise ConfigError("profile " + repr(profile.name) + " is not runnable:\n  - " + "\n  - ".join(problems))
     lib_sha = source_hash(lib_dir)
     jobs = []
     for name, params in profile.notebooks:
         path = notebooks_dir / f"{name}.ipynb"
-        merged = {k: v for k, v in profile.shared.items() if k in declared[name]} | params
+        merged = ({k: v for k, v in profile.shared.items() if k in declared[name]} | params
+                  | {k: v for k, v in overrides.items() if k in declared[name]})
         merged[OUTPUT_DIR_PARAM] = os.path.relpath(report_dir / name, path.parent)
         jobs.append(Job(name, path, merged, report_dir, inputs_key(file_hash(path), merged, lib_sha)))
     return jobs
@@ -482,15 +495,18 @@ def run_profile(
     executor: Executor | None = None,
     out: TextIO | None = None,
     check: bool = True,
+    overrides: dict[str, Any] | None = None,
+    report_dir: Path | None = None,
 ) -> BatchResult:
     """Run a profile's notebooks (or ``only`` those), skipping unchanged successful ones unless ``force``.
 
     With ``check`` the pre-flight check (``feedbacklab.preflight``) runs first: every model, path, GPU and disk
-    need of the selected notebooks must resolve, else ConfigError lists them all and nothing runs."""
+    need of the selected notebooks must resolve, else ConfigError lists them all and nothing runs. ``overrides``
+    and ``report_dir``: one run of a sweep (``feedbacklab.sweeps``), see :func:`plan`."""
     out = out or sys.stdout
     profiles_dir = Path(profiles_dir) if profiles_dir is not None else Path(notebooks_dir) / "profiles"
     prof = load_profile(profile, profiles_dir)
-    jobs = plan(prof, notebooks_dir, reports_dir, lib_dir)
+    jobs = plan(prof, notebooks_dir, reports_dir, lib_dir, overrides, report_dir)
     selected = select(jobs, only)
     if check:
         from . import preflight
@@ -502,7 +518,7 @@ def run_profile(
     if executor is None:
         ensure_kernel(kernel_name)
         executor = papermill_executor(kernel_name)
-    report_dir = Path(reports_dir) / prof.name
+    report_dir = Path(report_dir) if report_dir is not None else Path(reports_dir) / prof.name
     report_dir.mkdir(parents=True, exist_ok=True)
     result = BatchResult(report_dir / "index.html", [])
     todo = {j.name for j in selected if force or not is_current(j)}

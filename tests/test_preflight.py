@@ -1,6 +1,7 @@
 """The pre-flight check: a profile's model ids, dataset paths, GPU and disk needs, all listed before anything runs."""
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_rewards_and_paths(tmp_path):
 def test_gpu_and_disk_needs(tmp_path):
     nb_dir = tmp_path / "notebooks"
     (nb_dir / "profiles").mkdir(parents=True)
-    good = (runner.Path(__file__).parent / "fixtures" / "good.ipynb").read_text()
+    good = (Path(__file__).parent / "fixtures" / "good.ipynb").read_text()
     (nb_dir / "good.ipynb").write_text(good)
     declared = runner.declared_parameters(nb_dir / "good.ipynb")
     (nb_dir / "profiles" / "big.yaml").write_text(textwrap.dedent("""

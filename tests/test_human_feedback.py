@@ -100,26 +100,19 @@ def _peoples_task(tmp_path, kind):
     families = ("attribute",) if kind == "binary" else ("attribute", "composition", "spatial")
     prompts = [p for f in families for p in ev.eval_prompts(2, "seen", seed=0, family=f,
                                                             **({"shape": "circle"} if kind == "binary" else {}))]
-    draw = lambda p, k: world.render(world.parse(p), size=64, seed=k)[0]  # noqa: E731
-    if kind == "ranking":
-        images = [[draw(p, 3 * n + k) for k in range(3)] for n, p in enumerate(prompts)]
-        kinds = ["ranking"]
-    else:
-        prompts = prompts * 2  # two images per prompt, as the notebooks sample several
-        images = [draw(p, n) for n, p in enumerate(prompts)]
-        kinds = ["binary"] if kind == "binary" else ["likert", "points", "keywords"]
+    prompts = prompts * 2  # two images per prompt, as the notebooks sample several
+    images = [world.render(world.parse(p), size=64, seed=n)[0] for n, p in enumerate(prompts)]
+    kinds = ["binary"] if kind == "binary" else ["likert", "points", "keywords"]
     task_path = save_task(task_from_arrays("people", kinds, prompts, images), tmp_path / "task.json")
     task = load_task(task_path)
-    panel = make_panel(2 if kind == "ranking" else 3, seed=3)
+    panel = make_panel(3, seed=3)
     with AnnotationStore(tmp_path / "people.sqlite") as store:
         for n, item in enumerate(task.items):
-            js = [world.judge(item.prompt, task.image(item, k)) for k in range(len(item.images))]
             if kind == "binary":
                 answers = {p: [BinaryLabel(p, item.item_id, item.prompt, n % 2)] for p in ("ann", "bob")}
             else:
                 answers = {}
-                recs = panel.rank(js, list(item.image_ids)) if kind == "ranking" else panel.rich(js[0], item.item_id)
-                for r in recs:
+                for r in panel.rich(world.judge(item.prompt, task.image(item)), item.item_id):
                     answers.setdefault(r.annotator_id, []).append(r)
             for person, records in answers.items():
                 store.confirm(task.name, item.item_id, person, records)
@@ -149,9 +142,6 @@ def test_notebooks_train_on_peoples_feedback(tmp_path, monkeypatch, notebook, ki
     n_images = sum(len(i.images) for i in task.items)
     if kind == "binary":
         assert metrics["n_feedback_images"] == n_images and metrics["label_rate"] == pytest.approx(0.5)
-    elif kind == "ranking":
-        assert metrics["n_train_images"] == n_images and metrics["n_rankings"] == 2 * len(task.items)
-        assert metrics["n_train_prompts"] == len(task.items)
     else:
         assert metrics["n_train"] == len(task.items)
     rewritten = load_task(out / "annotation" / task_file)  # the run's own task: the same images, ready to annotate

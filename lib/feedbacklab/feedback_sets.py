@@ -331,7 +331,7 @@ def human_feedback_set(task: Any, store_path: str | Path, feedback: str = "binar
     ``label`` 1 for images in the better half of their group by mean rank, for baselines that need a 0/1 label) or
     ``"rich"`` (Likert, points and keyword records, for ``rich_feedback(fs, records=...)``). ShapesWorld prompts
     only: the oracle must read them (real data has its own loaders in ``feedbacklab.datasets``)."""
-    from feedbacklab.feedback.consolidate import majority_vote
+    from feedbacklab.feedback.consolidate import consolidate_binary
     from feedbacklab.feedback.records import Ranking
     from feedbacklab.widgets.store import load_human_feedback
     from feedbacklab.widgets.task import AnnotationTask, load_task
@@ -368,18 +368,18 @@ def human_feedback_set(task: Any, store_path: str | Path, feedback: str = "binar
         sample[p] += 1
     by_id = {r["item_id"]: r for r in fs_records}
     if feedback == "binary":
+        majority = consolidate_binary(records)  # ties 0, as the simulated panel's majority vote
         votes: dict[str, list[int]] = {}
         for r in records:
             votes.setdefault(r.item_id, []).append(int(r.label))
         for iid, v in votes.items():
-            by_id[iid].update(labels=v, label=int(majority_vote([v])[0]), vote_share=float(np.mean(v)))
+            by_id[iid].update(labels=v, label=majority[iid], vote_share=float(np.mean(v)))
     elif feedback == "ranking":
-        ranks: dict[str, list[int]] = {}
+        from feedbacklab.evaluation import consolidated_preference
+
+        preference = consolidated_preference(records)  # minus the mean rank over annotators
         for r in records:
-            for iid, rank in zip(r.item_ids, r.ranks):
-                ranks.setdefault(iid, []).append(rank)
-        for r in records:
-            group = sorted(r.item_ids, key=lambda i: np.mean(ranks[i]))
+            group = sorted(r.item_ids, key=lambda i: -preference[i])
             for k, iid in enumerate(group):
                 by_id[iid]["label"] = int(k < len(group) / 2)
     fs = FeedbackSet(np.stack([images[i] for i in ids]), fs_records)

@@ -4,7 +4,8 @@
 ``trajectories``: sampling with recorded chains; ``stat_tracking``: per-prompt advantages);
 ``filtered``: RichHF's score-filtered fine-tuning on the best own samples;
 ``preference``: DPO, RLHF-V's dense DPO and SFT for captioners / VLMs on corrected responses;
-``data``: the pre-training pairs (D_pre) that keep a fine-tuned model close to its prior."""
+``data``: the pre-training pairs (D_pre) that keep a fine-tuned model close to its prior;
+``distributed``: every method data-parallel under ``accelerate launch`` / ``notebook_launcher``, same config and result."""
 from .data import pretraining_pairs
 from .ddim_logprob import DDIMStepOutput, ddim_step_with_logprob, gaussian_step_kl
 from .ddpo import DDPOConfig, as_reward_fn, ddpo_finetune, ddpo_loss

@@ -32,12 +32,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from feedbacklab.finetune import distributed
 from feedbacklab.finetune.ddim_logprob import REDUCTIONS, check_stochastic, ddim_step_with_logprob, gaussian_step_kl
 from feedbacklab.finetune.options import UNetOptions
-from feedbacklab.finetune.reward_weighted import FinetuneResult, prepare_unet_training, save_finetuned
+from feedbacklab.finetune.reward_weighted import FinetuneResult, finish_training, prepare_unet_training
 from feedbacklab.finetune.stat_tracking import PerPromptStatTracker, batch_advantages
 from feedbacklab.finetune.trajectories import (Trajectories, check_ddim_pipeline, guided_output, sample_trajectories,
-                                               text_embeddings)
+                                               skip_trajectories, text_embeddings)
 
 RewardFn = Callable[..., Any]  # fn(images (B, 3, H, W) in [0, 1], prompts[, metadata]) -> (B,) or ((B,), info)
 
@@ -198,13 +199,15 @@ def ddpo_finetune(pipe: Any, prompts: Sequence[str], reward: Any, config: DDPOCo
     ``reward`` is a ``RewardModel``, or a function of images (B, 3, H, W) in [0, 1] and prompts (optionally a third
     metadata argument) returning (B,) rewards or (rewards, info). ``history`` has one row per round: reward mean /
     std, KL to the base, clip fraction, approx-KL, loss, cumulative reward queries and wall seconds.
-    ``callback(round, row, trajectories)`` sees each round's samples. Saves to ``output_dir`` when given."""
+    ``callback(round, row, trajectories)`` sees each round's samples (data-parallel: this process's). Saves to
+    ``output_dir`` when given."""
     from tqdm.auto import trange
 
     config = config or DDPOConfig()
     prompts = list(prompts)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts must be a non-empty list of strings: DDPO samples its training images from them")
+    distributed.check_divisible(sample_batches_per_round=config.samples_per_round // config.sample_batch_size)
     check_ddim_pipeline(pipe)
     reward_fn = as_reward_fn(reward)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -232,24 +235,31 @@ def ddpo_finetune(pipe: Any, prompts: Sequence[str], reward: Any, config: DDPOCo
     text_embeddings(pipe, prompts, text_cache)
     history: list[dict[str, float]] = []
     queries = 0
-    bar = trange(config.rounds, desc="DDPO", disable=not progress)
+    mine = distributed.shard(config.samples_per_round)  # the samples of each round this process draws (whole batches)
+    bar = trange(config.rounds, desc="DDPO", disable=not progress or not distributed.is_main_process())
     for rnd in bar:
         t0 = time.perf_counter()
         idx = torch.randint(len(prompts), (config.samples_per_round,), generator=gen).tolist()
+        round_prompts = [prompts[i] for i in idx]
         unet.eval()
-        traj = sample_trajectories(pipe, [prompts[i] for i in idx], gen, config.num_inference_steps,
+        # draw the other processes' samples' noise too (without sampling them): every process draws the same numbers
+        skip_trajectories(pipe, gen, mine.start, config.num_inference_steps, config.sample_batch_size)
+        traj = sample_trajectories(pipe, round_prompts[mine], gen, config.num_inference_steps,
                                    config.guidance_scale, config.eta, config.sample_batch_size,
                                    config.logprob_reduction, text_cache, amp_dtype)
+        skip_trajectories(pipe, gen, config.samples_per_round - mine.stop, config.num_inference_steps,
+                          config.sample_batch_size)
         t1 = time.perf_counter()
         rewards = torch.cat([reward_fn(traj.images[i:i + config.sample_batch_size],
                                        traj.prompts[i:i + config.sample_batch_size])
                              for i in range(0, len(traj), config.sample_batch_size)])
-        queries += len(traj)
+        rewards = distributed.gather(rewards, config.samples_per_round)  # the advantages need every sample's
+        queries += len(round_prompts)
         t2 = time.perf_counter()
-        adv = (tracker.update(traj.prompts, rewards.numpy()) if config.per_prompt_stat_tracking
+        adv = (tracker.update(round_prompts, rewards.numpy()) if config.per_prompt_stat_tracking
                else batch_advantages(rewards.numpy()))
-        stats = _train_round(unet, frozen, scheduler, traj, torch.as_tensor(adv, dtype=torch.float32), text_cache,
-                             config, device, amp_dtype, gen, opt, scaler, params, ema)
+        stats = _train_round(unet, frozen, scheduler, traj, mine, torch.as_tensor(adv, dtype=torch.float32),
+                             text_cache, config, device, amp_dtype, gen, opt, scaler, params, ema)
         t3 = time.perf_counter()
         row = {"round": rnd, "reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
                **stats, "reward_queries": queries, "sample_s": t1 - t0, "reward_s": t2 - t1, "train_s": t3 - t2,
@@ -258,17 +268,16 @@ def ddpo_finetune(pipe: Any, prompts: Sequence[str], reward: Any, config: DDPOCo
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.2g}", clip=f"{row['clipfrac']:.2f}")
         if callback is not None:
             callback(rnd, row, traj)
-    if ema is not None:
-        ema.copy_to(params)
-    unet.eval().requires_grad_(False)
-    checkpoint = save_finetuned(pipe, output_dir, config) if output_dir is not None else None
-    return FinetuneResult(pipe, history, checkpoint)
+    return finish_training(pipe, params, ema, history, output_dir, config)
 
 
-def _train_round(unet, frozen, scheduler, traj: Trajectories, advantages: torch.Tensor, text_cache, config: DDPOConfig,
-                 device, amp_dtype, gen, opt, scaler, params, ema) -> dict[str, float]:
-    """The update of one round: ``inner_epochs`` shuffled passes of DDPO_IS (+ λ·KL) over the round's samples."""
-    n, n_steps = len(traj), len(traj.timesteps) - config.skip_final_steps
+def _train_round(unet, frozen, scheduler, traj: Trajectories, mine: slice, advantages: torch.Tensor, text_cache,
+                 config: DDPOConfig, device, amp_dtype, gen, opt, scaler, params, ema) -> dict[str, float]:
+    """The update of one round: ``inner_epochs`` shuffled passes of DDPO_IS (+ λ·KL) over the round's samples.
+
+    ``traj`` holds the samples ``mine`` of the round (all of them on one process) and ``advantages`` every sample's:
+    a process computes its own samples' part of each batch mean (``share``); the gradients are summed over processes."""
+    n, n_steps = config.samples_per_round, len(traj.timesteps) - config.skip_final_steps
     k = config.train_timesteps
     chunk = config.timesteps_per_pass
     sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "approx_kl": 0.0, "clipfrac": 0.0}
@@ -281,40 +290,44 @@ def _train_round(unet, frozen, scheduler, traj: Trajectories, advantages: torch.
         opt.zero_grad(set_to_none=True)
         for b0 in range(0, n, config.train_batch_size):
             b = order[b0:b0 + config.train_batch_size]
-            cond = torch.stack([text_cache[traj.prompts[i]] for i in b.tolist()]).to(device)
-            for s0 in range(0, k, chunk):
-                j = steps[b, s0:s0 + chunk]                                   # (B, c) step indices
-                c = j.shape[1]
-                rows = b.repeat_interleave(c)
-                cols = j.reshape(-1)
-                x_t = traj.latents[rows, cols].to(device)
-                x_prev = traj.latents[rows, cols + 1].to(device)
-                t = traj.timesteps[cols]
-                old_lp = traj.log_probs[rows, cols].to(device)
-                a = advantages[rows].to(device)
-                cond_c = cond.repeat_interleave(c, dim=0)
-                uncond_c = text_cache[""].to(device).expand_as(cond_c)
-                with autocast:
-                    out = guided_output(unet, x_t, t, cond_c, uncond_c, config.guidance_scale)
-                step = ddim_step_with_logprob(scheduler, out, t, x_t, config.eta, prev_sample=x_prev,
-                                              reduction=config.logprob_reduction)
-                policy_loss, info = ddpo_loss(step.log_prob, old_lp, a, config.clip_range, config.adv_clip_max)
-                kl = torch.zeros((), device=device)
-                if config.computes_kl:
-                    with torch.no_grad(), _reference(unet, frozen) as ref, autocast:
-                        ref_out = guided_output(ref, x_t, t, cond_c, uncond_c, config.guidance_scale)
-                    ref_mean = ddim_step_with_logprob(scheduler, ref_out, t, x_t, config.eta, prev_sample=x_prev,
-                                                      reduction=config.logprob_reduction).mean
-                    kl = gaussian_step_kl(step.mean, ref_mean, step.std, config.logprob_reduction).mean()
-                loss = policy_loss + config.kl_coef * kl if config.kl_coef > 0 else policy_loss
-                # each (sample, step) weighs the same, as in ddpo-pytorch's accumulation over steps and batches
-                weight = c / (k * config.gradient_accumulation_steps)
-                scaler.scale(loss * weight).backward()
-                for key, value in (("loss", loss), ("policy_loss", policy_loss), ("kl", kl),
-                                   ("approx_kl", info["approx_kl"]), ("clipfrac", info["clipfrac"])):
-                    sums[key] += value.item() * c
-                count += c
+            own = b[(b >= mine.start) & (b < mine.stop)]  # the batch's samples this process drew
+            share = len(own) / len(b)                      # their part of each mean over the batch
+            count += k
+            if len(own):  # else this process has none of the batch's samples: it only joins the step
+                cond = torch.stack([text_cache[traj.prompts[i - mine.start]] for i in own.tolist()]).to(device)
+                for s0 in range(0, k, chunk):
+                    j = steps[own, s0:s0 + chunk]                             # (B, c) step indices
+                    c = j.shape[1]
+                    rows = own.repeat_interleave(c)
+                    cols = j.reshape(-1)
+                    x_t = traj.latents[rows - mine.start, cols].to(device)
+                    x_prev = traj.latents[rows - mine.start, cols + 1].to(device)
+                    t = traj.timesteps[cols]
+                    old_lp = traj.log_probs[rows - mine.start, cols].to(device)
+                    a = advantages[rows].to(device)
+                    cond_c = cond.repeat_interleave(c, dim=0)
+                    uncond_c = text_cache[""].to(device).expand_as(cond_c)
+                    with autocast:
+                        out = guided_output(unet, x_t, t, cond_c, uncond_c, config.guidance_scale)
+                    step = ddim_step_with_logprob(scheduler, out, t, x_t, config.eta, prev_sample=x_prev,
+                                                  reduction=config.logprob_reduction)
+                    policy_loss, info = ddpo_loss(step.log_prob, old_lp, a, config.clip_range, config.adv_clip_max)
+                    kl = torch.zeros((), device=device)
+                    if config.computes_kl:
+                        with torch.no_grad(), _reference(unet, frozen) as ref, autocast:
+                            ref_out = guided_output(ref, x_t, t, cond_c, uncond_c, config.guidance_scale)
+                        ref_mean = ddim_step_with_logprob(scheduler, ref_out, t, x_t, config.eta, prev_sample=x_prev,
+                                                          reduction=config.logprob_reduction).mean
+                        kl = gaussian_step_kl(step.mean, ref_mean, step.std, config.logprob_reduction).mean()
+                    loss = policy_loss + config.kl_coef * kl if config.kl_coef > 0 else policy_loss
+                    # each (sample, step) weighs the same, as in ddpo-pytorch's accumulation over steps and batches
+                    weight = c / (k * config.gradient_accumulation_steps) * share
+                    scaler.scale(loss * weight).backward()
+                    for key, value in (("loss", loss), ("policy_loss", policy_loss), ("kl", kl),
+                                       ("approx_kl", info["approx_kl"]), ("clipfrac", info["clipfrac"])):
+                        sums[key] += value.item() * c * share
             if (b0 // config.train_batch_size + 1) % config.gradient_accumulation_steps == 0:
+                distributed.sum_gradients(params)
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 scaler.step(opt)
@@ -322,7 +335,8 @@ def _train_round(unet, frozen, scheduler, traj: Trajectories, advantages: torch.
                 opt.zero_grad(set_to_none=True)
                 if ema is not None:
                     ema.step(params)
-    out = {key: value / max(count, 1) for key, value in sums.items()}
+    totals = distributed.sum_across(torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()
+    out = {key: value / max(count, 1) for key, value in zip(sums, totals)}
     if not config.computes_kl:
         out["kl"] = math.nan
     return out

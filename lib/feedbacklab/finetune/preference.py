@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from feedbacklab.finetune import distributed
+
 METHODS = ("sft", "dpo", "dense-dpo")
 IGNORE = -100
 
@@ -236,14 +238,16 @@ def _scores(model: Any, captioner: Any, pairs: Sequence[PreferencePair], side: s
 
 def preference_loss(model: Any, captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
                     ref: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The configured method's mean loss over ``pairs`` and its logged statistics; ``ref`` = reference log-probs."""
-    chosen_lp, chosen_mask, chosen_changed = _scores(model, captioner, pairs, "chosen", config)
+    """The configured method's mean loss over ``pairs`` and its logged statistics; ``ref`` = reference log-probs.
+    Data-parallel, each process scores its shard of ``pairs``; the loss is still the whole batch's."""
+    n, mine = len(pairs), distributed.shard(len(pairs))
+    chosen_lp, chosen_mask, chosen_changed = _scores(model, captioner, pairs[mine], "chosen", config)
     if config.method == "sft":
-        loss = -(chosen_lp.sum() / chosen_mask.sum().clamp(min=1))
+        loss = -(distributed.sum_across(chosen_lp.sum()) / distributed.sum_across(chosen_mask.sum()).clamp(min=1))
         return loss, {"loss": float(loss.detach())}
-    rejected_lp, rejected_mask, rejected_changed = _scores(model, captioner, pairs, "rejected", config)
-    pol_w = response_logprob(chosen_lp, chosen_mask, chosen_changed, config)
-    pol_l = response_logprob(rejected_lp, rejected_mask, rejected_changed, config)
+    rejected_lp, rejected_mask, rejected_changed = _scores(model, captioner, pairs[mine], "rejected", config)
+    pol_w = distributed.gather(response_logprob(chosen_lp, chosen_mask, chosen_changed, config), n)
+    pol_l = distributed.gather(response_logprob(rejected_lp, rejected_mask, rejected_changed, config), n)
     ref_w, ref_l = ref if ref is not None else (pol_w.detach(), pol_l.detach())
     losses, r_w, r_l = dpo_loss(pol_w, pol_l, ref_w.to(pol_w.device), ref_l.to(pol_l.device), config.beta)
     loss = losses.mean()
@@ -255,15 +259,17 @@ def preference_loss(model: Any, captioner: Any, pairs: Sequence[PreferencePair],
 @torch.no_grad()
 def reference_logprobs(captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
                        batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen start's response log-probabilities of every pair, chosen and rejected (computed once, as RLHF-V)."""
+    """The frozen start's response log-probabilities of every pair, chosen and rejected (computed once, as RLHF-V;
+    data-parallel, each process scores its shard of the pairs)."""
     model = captioner.model.eval()
+    mine = distributed.shard(len(pairs))
     w, l_ = [], []
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i:i + batch_size]
+    for i in range(mine.start, mine.stop, batch_size):
+        chunk = pairs[i:min(i + batch_size, mine.stop)]
         for side, out in (("chosen", w), ("rejected", l_)):
             lp, mask, changed = _scores(model, captioner, chunk, side, config)
             out.append(response_logprob(lp, mask, changed, config).cpu())
-    return torch.cat(w), torch.cat(l_)
+    return distributed.gather(torch.cat(w), len(pairs)), distributed.gather(torch.cat(l_), len(pairs))
 
 
 def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
@@ -276,6 +282,7 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
     captioner)`` runs after each history row with the policy in eval mode. ``select_by(captioner) -> float`` (lower
     is better, e.g. hallucination on a dev set) is computed at step 0 and at each history row, stored in the row as
     ``selected_metric``, and the best weights are returned (checkpoint selection; the last step's otherwise).
+    Data-parallel (:mod:`distributed`), each process scores its shard of every batch; the callbacks run on each.
     """
     from tqdm.auto import tqdm
 
@@ -286,11 +293,12 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
     bad = [p for p in pairs if not isinstance(p, PreferencePair)]
     if bad:
         raise TypeError(f"pairs must be PreferencePair (see pairs_from_corrections), got {type(bad[0]).__name__}")
+    distributed.check_divisible(batch_size=config.batch_size)
     t0 = time.time()
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = distributed.setup(resolve_device(config.device))
     policy = copy.copy(captioner)
     policy.model = copy.deepcopy(captioner.model).to(device)
     # fail on over-long responses before any training: encode every response once
@@ -312,7 +320,8 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
         history.append({"step": 0, "selected_metric": score, "pairs_seen": 0, "wall_s": round(time.time() - t0, 2)})
         best = (score, 0, copy.deepcopy(policy.model.state_dict()))
     policy.model.train(not config.disable_dropout)
-    for step in tqdm(range(1, config.steps + 1), desc=config.method, disable=not progress):
+    for step in tqdm(range(1, config.steps + 1), desc=config.method,
+                     disable=not progress or not distributed.is_main_process()):
         while len(queue) < config.batch_size:
             epoch = list(range(len(pairs)))
             order_rng.shuffle(epoch)
@@ -322,6 +331,7 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
         loss, stats = preference_loss(policy.model, policy, [pairs[i] for i in idx], config, batch_ref)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.sum_gradients(policy.model.parameters())
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.max_grad_norm)
         opt.step()

@@ -22,10 +22,11 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from feedbacklab.finetune import distributed
 from feedbacklab.finetune.options import UNetOptions
 from feedbacklab.finetune.reward_weighted import (FinetuneResult, denoising_loss, encode_latents, encode_prompts,
-                                                  optimizer_step, prepare_unet_training, sample_latents,
-                                                  save_finetuned)
+                                                  finish_training, optimizer_step, prepare_unet_training,
+                                                  sample_latents)
 
 RewardFn = Callable[[Sequence[str], torch.Tensor], torch.Tensor]  # (prompts, (B, 3, H, W) in [0, 1]) → (B,)
 
@@ -105,6 +106,8 @@ def refl_finetune(pipe: Any, prompts: Sequence[str], reward_fn: RewardFn, pretra
     config = config or ReFLConfig()
     prompts = list(prompts)
     _validate(prompts, reward_fn, pretrain_images, pretrain_prompts, config)
+    distributed.check_divisible(batch_size=config.batch_size,
+                                **({"pretrain_batch_size": config.pretrain_batch_size} if config.beta > 0 else {}))
     device, amp_dtype, use_scaler, gen, params = prepare_unet_training(pipe, config)
     unet, vae = pipe.unet, pipe.vae
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -112,11 +115,12 @@ def refl_finetune(pipe: Any, prompts: Sequence[str], reward_fn: RewardFn, pretra
     n_train_t = scheduler.config.num_train_timesteps
     scale = float(vae.config.scaling_factor)
     latent_shape = (config.batch_size, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    mine = distributed.shard(config.batch_size)  # this process's samples of each batch (all, on one process)
 
     vocab, text = encode_prompts(pipe, prompts + list(pretrain_prompts or []))
     pos = {p: i for i, p in enumerate(vocab)}
     z_train = torch.tensor([pos[p] for p in prompts])
-    uncond = text[pos[""]].expand(config.batch_size, -1, -1)
+    uncond = text[pos[""]].expand(mine.stop - mine.start, -1, -1)
     if config.beta > 0:
         x_pre = encode_latents(vae, pretrain_images)
         z_pre = torch.tensor([pos[p] for p in pretrain_prompts])
@@ -138,12 +142,12 @@ def refl_finetune(pipe: Any, prompts: Sequence[str], reward_fn: RewardFn, pretra
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     history: list[dict[str, float]] = []
     unet.train()
-    for step in trange(config.steps, desc="ReFL fine-tuning", disable=not progress):
-        idx = torch.randint(len(prompts), (config.batch_size,), generator=gen)
+    for step in trange(config.steps, desc="ReFL fine-tuning", disable=not progress or not distributed.is_main_process()):
+        idx = torch.randint(len(prompts), (config.batch_size,), generator=gen)[mine]
         batch_prompts = [prompts[i] for i in idx]
         cond = text[z_train[idx].to(device)]
         t_idx = int(torch.randint(config.t_min, config.t_max + 1, (1,), generator=gen))
-        latents = torch.randn(latent_shape, generator=gen).to(device) * scheduler.init_noise_sigma
+        latents = torch.randn(latent_shape, generator=gen)[mine].to(device) * scheduler.init_noise_sigma
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             with torch.no_grad():
                 for t in scheduler.timesteps[:t_idx]:
@@ -152,9 +156,10 @@ def refl_finetune(pipe: Any, prompts: Sequence[str], reward_fn: RewardFn, pretra
             x0 = scheduler.step(model_output(latents, t, cond), t, latents).pred_original_sample
             images = (vae.decode((x0 / scale).to(vae.dtype)).sample.float() / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
         rewards = torch.as_tensor(reward_fn(batch_prompts, images))
-        if rewards.shape != (config.batch_size,) or not rewards.requires_grad:
-            raise ValueError(f"reward_fn must return a (B,) = ({config.batch_size},) tensor differentiable wrt the "
+        if rewards.shape != (len(idx),) or not rewards.requires_grad:
+            raise ValueError(f"reward_fn must return a (B,) = ({len(idx)},) tensor differentiable wrt the "
                              f"images; got shape {tuple(rewards.shape)}, requires_grad={rewards.requires_grad}")
+        rewards = distributed.gather(rewards, config.batch_size)
         loss = reward_loss = refl_loss(rewards, config.phi, config.lambda_refl)
         pre_loss = None
         if config.beta > 0:
@@ -163,16 +168,15 @@ def refl_finetune(pipe: Any, prompts: Sequence[str], reward_fn: RewardFn, pretra
             x = sample_latents(*(v[p.to(v.device)] for v in x_pre), scale, gen)
             noise = torch.randn(x.shape, generator=gen).to(device)
             timesteps = torch.randint(n_train_t, (len(p),), generator=gen).to(device)
+            part = distributed.shard(len(p))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                pre_loss = denoising_loss(unet, scheduler, x, text[z.to(device)], noise, timesteps).mean()
+                pre_losses = denoising_loss(unet, scheduler, x[part], text[z[part].to(device)], noise[part],
+                                            timesteps[part])
+            pre_loss = distributed.gather(pre_losses, len(p)).mean()
             loss = loss + config.beta * pre_loss
         if config.beta > 0 or bool((rewards < config.phi).any()):  # else every hinge is off: no gradient, no step
             optimizer_step(loss, opt, scaler, params, config.max_grad_norm, ema)
         history.append({"step": step, "t": t_idx, "loss": loss.item(), "refl_loss": reward_loss.item(),
                         "reward": rewards.mean().item(),
                         "pretrain_loss": pre_loss.item() if pre_loss is not None else float("nan")})
-    if ema is not None:
-        ema.copy_to(params)
-    unet.eval().requires_grad_(False)
-    checkpoint = save_finetuned(pipe, output_dir, config) if output_dir is not None else None
-    return FinetuneResult(pipe, history, checkpoint)
+    return finish_training(pipe, params, ema, history, output_dir, config)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from feedbacklab.device import resolve_device
+from feedbacklab.finetune import distributed
 from feedbacklab.finetune.options import UNetOptions
 
 
@@ -174,9 +175,10 @@ def _frozen_base(unet: torch.nn.Module, use_lora: bool) -> Callable[..., Any]:
 
 
 def prepare_unet_training(pipe: Any, config: Any) -> tuple[torch.device, torch.dtype | None, bool, torch.Generator, list]:
-    """Seed, move ``pipe`` to the config's device, freeze VAE and text encoder, and make the UNet (or a LoRA
-    adapter) trainable; returns (device, autocast dtype, use grad scaler, CPU generator, trainable params)."""
-    device = resolve_device(config.device)
+    """Seed, move ``pipe`` to the config's device (this process's, data-parallel), freeze VAE and text encoder, and
+    make the UNet (or a LoRA adapter) trainable; returns (device, autocast dtype, use grad scaler, CPU generator,
+    trainable params)."""
+    device = distributed.setup(resolve_device(config.device))
     amp_dtype, use_scaler = _autocast(device, config.mixed_precision)
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -192,9 +194,12 @@ def prepare_unet_training(pipe: Any, config: Any) -> tuple[torch.device, torch.d
 
 
 def optimizer_step(loss: torch.Tensor, opt: Any, scaler: Any, params: list, max_grad_norm: float, ema: Any = None) -> None:
-    """Backward (grad-scaled on CUDA fp16), clip the gradient norm, step, and update the EMA when there is one."""
+    """Backward (grad-scaled on CUDA fp16), sum the gradients over processes (data-parallel), clip the gradient
+    norm, step, and update the EMA when there is one."""
     opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    if loss.requires_grad:  # False only on a process whose part of the batch was empty: the others' gradients count
+        scaler.scale(loss).backward()
+    distributed.sum_gradients(params)
     scaler.unscale_(opt)
     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     scaler.step(opt)
@@ -204,8 +209,11 @@ def optimizer_step(loss: torch.Tensor, opt: Any, scaler: Any, params: list, max_
 
 
 def save_finetuned(pipe: Any, output_dir: str | Path, config: RewardWeightedConfig) -> Path:
-    """Full fine-tuning: ``pipe.save_pretrained``; LoRA: only the adapter via ``save_lora_weights``."""
+    """Full fine-tuning: ``pipe.save_pretrained``; LoRA: only the adapter via ``save_lora_weights``. Only the main
+    process writes (data-parallel)."""
     out = Path(output_dir)
+    if not distributed.is_main_process():
+        return out
     out.mkdir(parents=True, exist_ok=True)
     if config.use_lora:
         from diffusers.utils import convert_state_dict_to_diffusers
@@ -217,6 +225,20 @@ def save_finetuned(pipe: Any, output_dir: str | Path, config: RewardWeightedConf
         pipe.save_pretrained(out, safe_serialization=True)
     (out / "finetune_config.json").write_text(json.dumps(asdict(config), indent=2))
     return out
+
+
+def finish_training(pipe: Any, params: list, ema: Any, history: list[dict[str, float]], output_dir: str | Path | None,
+                    config: Any) -> FinetuneResult:
+    """Copy the EMA weights in (when there is one), freeze the UNet, and save it to ``output_dir`` (the main process
+    writes, the others wait for it)."""
+    if ema is not None:  # the averaged weights are the result, as in the base model's own training
+        ema.copy_to(params)
+    pipe.unet.eval().requires_grad_(False)
+    checkpoint = None
+    if output_dir is not None:
+        checkpoint = save_finetuned(pipe, output_dir, config)
+        distributed.barrier()
+    return FinetuneResult(pipe, history, checkpoint)
 
 
 def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompts: Sequence[str],
@@ -238,6 +260,8 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
                          f"{n} prompts, rewards {tuple(torch.as_tensor(rewards).shape)}")
     if config.beta > 0 and (pretrain_images is None or pretrain_prompts is None or len(pretrain_prompts) == 0):
         raise ValueError("beta > 0 needs pretrain_images and pretrain_prompts (D_pre); pass them or set beta=0")
+    distributed.check_divisible(batch_size=config.batch_size,
+                                **({"pretrain_batch_size": config.pretrain_batch_size} if config.beta > 0 else {}))
     device, amp_dtype, use_scaler, gen, params = prepare_unet_training(pipe, config)
     unet = pipe.unet
     base_unet = _frozen_base(unet, config.use_lora) if config.kl_beta > 0 else None
@@ -258,21 +282,26 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         x_pre = encode_latents(pipe.vae, pretrain_images)
         z_pre = torch.tensor([pos[p] for p in pretrain_prompts])
 
-    def batch_loss(latents: torch.Tensor, prompt_idx: torch.Tensor,
-                   base: Callable[..., Any] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(per-sample denoising loss (B,), and with a ``base`` the KL term averaged over the batch, else None)."""
-        drop = torch.rand(len(prompt_idx), generator=gen) < config.uncond_prob
-        prompt_idx = prompt_idx.masked_fill(drop, pos[""])
-        noise = torch.randn(latents.shape, generator=gen).to(device)
-        t = torch.randint(t_lo, t_hi, (len(prompt_idx),), generator=gen).to(device)
+    def batch_loss(latents: torch.Tensor, prompt_idx: torch.Tensor, base: Callable[..., Any] | None = None,
+                   part: slice | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(per-sample denoising loss (B,), and with a ``base`` the per-sample KL term (B,), else None). The random
+        draws are the whole batch's; this process runs its ``part`` of it (default: its shard) and gathers the rest."""
+        n = len(prompt_idx)
+        part = distributed.shard(n) if part is None else part
+        drop = torch.rand(n, generator=gen) < config.uncond_prob
+        prompt_idx = prompt_idx.masked_fill(drop, pos[""])[part]
+        noise = torch.randn(latents.shape, generator=gen)[part].to(device)
+        t = torch.randint(t_lo, t_hi, (n,), generator=gen)[part].to(device)
         z = text[prompt_idx.to(device)]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            losses, noisy, pred = _denoise(unet, scheduler, latents, z, noise, t)
-            if base is None:
-                return losses, None
-            with torch.no_grad():
-                base_pred = base(noisy, t, encoder_hidden_states=z).sample
-            return losses, _per_sample_mse(pred, base_pred).mean()
+        losses = kl = torch.zeros(0, device=device)
+        if len(t):  # a process's part of the batch can be empty (data-parallel)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                losses, noisy, pred = _denoise(unet, scheduler, latents[part], z, noise, t)
+                if base is not None:
+                    with torch.no_grad():
+                        base_pred = base(noisy, t, encoder_hidden_states=z).sample
+                    kl = _per_sample_mse(pred, base_pred)
+        return distributed.gather(losses, n, part), distributed.gather(kl, n, part) if base is not None else None
 
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     ema = None
@@ -284,7 +313,8 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
     steps_per_epoch = math.ceil(n / config.batch_size)
     history: list[dict[str, float]] = []
     unet.train()
-    for step in trange(config.epochs * steps_per_epoch, desc="reward-weighted fine-tuning", disable=not progress):
+    for step in trange(config.epochs * steps_per_epoch, desc="reward-weighted fine-tuning",
+                       disable=not progress or not distributed.is_main_process()):
         if step % steps_per_epoch == 0:
             order = torch.randperm(n, generator=gen)
         b = order[(step % steps_per_epoch) * config.batch_size :][: config.batch_size]
@@ -294,7 +324,8 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         kl = None  # stays None with kl_beta == 0 or no forward pass this step
         if len(keep):
             model_losses[mask], kl = batch_loss(sample_latents(*(x[keep.to(x.device)] for x in x_model), scale, gen),
-                                                z_model[keep], base_unet)
+                                                z_model[keep], base_unet, distributed.selected_shard(r[b] > 0))
+            kl = kl.mean() if kl is not None else None
         pre_losses = None
         if config.beta > 0:
             p = torch.randint(0, len(z_pre), (config.pretrain_batch_size,), generator=gen)
@@ -302,14 +333,10 @@ def reward_weighted_finetune(pipe: Any, model_images: torch.Tensor, model_prompt
         loss = reward_weighted_loss(model_losses, weights, pre_losses, config.beta)
         if kl is not None:
             loss = loss + config.kl_beta * kl
-        if loss.requires_grad:  # False only when every weight in the batch is 0 and beta == 0
+        if len(keep) or config.beta > 0:  # else every weight in the batch is 0: no gradient, no step
             optimizer_step(loss, opt, scaler, params, config.max_grad_norm, ema)
         history.append({"step": step, "loss": loss.item(), "weighted_model_loss": (weights * model_losses).mean().item(),
                         "model_loss": model_losses[mask].mean().item() if len(keep) else float("nan"),
                         "pretrain_loss": pre_losses.mean().item() if pre_losses is not None else float("nan"),
                         "kl_loss": kl.item() if kl is not None else float("nan")})
-    if ema is not None:  # the averaged weights are the result, as in the base model's own training
-        ema.copy_to(params)
-    unet.eval().requires_grad_(False)
-    checkpoint = save_finetuned(pipe, output_dir, config) if output_dir is not None else None
-    return FinetuneResult(pipe, history, checkpoint)
+    return finish_training(pipe, params, ema, history, output_dir, config)

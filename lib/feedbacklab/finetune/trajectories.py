@@ -109,6 +109,15 @@ def sample_trajectories(pipe: Any, prompts: Sequence[str], generator: torch.Gene
     return Trajectories(prompts, torch.cat(chains), torch.cat(log_probs), scheduler.timesteps.clone(), torch.cat(images))
 
 
+def skip_trajectories(pipe: Any, generator: torch.Generator, n: int, num_inference_steps: int, batch_size: int) -> None:
+    """Advance ``generator`` as :func:`sample_trajectories` sampling ``n`` images would (each batch's x_T, then
+    every step's noise), without sampling them: a data-parallel process skips the other processes' samples."""
+    c = pipe.unet.config
+    for start in range(0, n, batch_size):
+        for _ in range(num_inference_steps + 1):
+            torch.randn((min(batch_size, n - start), c.in_channels, c.sample_size, c.sample_size), generator=generator)
+
+
 @torch.no_grad()
 def text_embeddings(pipe: Any, prompts: Sequence[str], cache: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """prompt → its (L, D) text-encoder states via ``pipe.encode_prompt`` (CFG off), "" included; cached."""

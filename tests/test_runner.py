@@ -283,3 +283,29 @@ def test_ensure_kernel_registers_and_repairs_a_kernelspec(tmp_path, monkeypatch)
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     runner.ensure_kernel(name, prefix=str(tmp_path))
     assert json.loads((spec_dir / "kernel.json").read_text())["argv"][0] == sys.executable
+
+
+def test_peak_memory_of_a_child_process_is_recorded_in_state_and_index(tmp_path):
+    """A job whose child holds ~120 MiB for a second: the state file and the index show that peak."""
+    import subprocess
+
+    from feedbacklab.runner.memory import PeakMemory
+
+    class AllocatingExecutor(FakeExecutor):
+        def __call__(self, job):
+            subprocess.run([sys.executable, "-c", "import time; b = bytearray(120 * 2**20); time.sleep(1.0)"],
+                           check=True)
+            super().__call__(job)
+
+    ws = make_workspace(tmp_path, {"notebooks": ["good"]})
+    runner.run_profile("scratch", notebooks_dir=ws["notebooks_dir"], reports_dir=ws["reports_dir"],
+                       executor=AllocatingExecutor(), out=StringIO())
+    report = ws["reports_dir"] / "scratch"
+    peak = json.loads((report / ".state" / "good.json").read_text())["peak_memory_mb"]
+    assert 120 <= peak < 400
+    assert f"{peak:.0f} MiB" in (report / "index.html").read_text()
+    with PeakMemory(interval_s=0.05) as idle:  # no child: nothing to count
+        pass
+    assert idle.mb == 0
+    with pytest.raises(ValueError, match="interval_s must be > 0"):
+        PeakMemory(0)

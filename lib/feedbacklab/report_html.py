@@ -33,6 +33,7 @@ class Row:
     claims: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     note: str | None = None
+    peak_memory_mb: float | None = None  # largest RSS of the kernel (and its children) during the run
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -103,7 +104,7 @@ _TEMPLATE = """<!DOCTYPE html>
  unchanged since its last successful run, not rerun; the duration is that run's.</span>{% endif %}
 </div>
 <table class="runs">
-<thead><tr><th>#</th><th>notebook</th><th>status</th><th>duration</th><th>key metrics</th></tr></thead>
+<thead><tr><th>#</th><th>notebook</th><th>status</th><th>duration</th><th>peak memory</th><th>key metrics</th></tr></thead>
 <tbody>
 {% for row in rows %}
 <tr class="main">
@@ -112,12 +113,13 @@ _TEMPLATE = """<!DOCTYPE html>
      {% if row.ipynb %}<span class="dim">(<a href="{{ row.ipynb | urlquote }}">ipynb</a>)</span>{% endif %}</td>
  <td><span class="status st-{{ row.status | replace(' ', '-') }}">{{ row.status }}</span></td>
  <td class="num">{% if row.duration_s is not none %}{{ "%.1f" | format(row.duration_s) }} s{% else %}<span class="dim">—</span>{% endif %}</td>
+ <td class="num">{% if row.peak_memory_mb %}{{ "%.0f" | format(row.peak_memory_mb) }} MiB{% else %}<span class="dim">—</span>{% endif %}</td>
  <td>{% if row.shown_metrics %}<table class="kv">
    {% for k, v in row.shown_metrics.items() %}<tr><td>{{ k }}</td><td class="v">{{ v | fmtv }}</td></tr>{% endfor %}
    </table>{% else %}<span class="dim">—</span>{% endif %}</td>
 </tr>
 {% if row.error or row.note or row.claims %}
-<tr class="detail"><td colspan="5">
+<tr class="detail"><td colspan="6">
  {% if row.error %}<pre class="error">{{ row.error }}</pre>{% endif %}
  {% if row.note %}<div class="note">{{ row.note }}</div>{% endif %}
  {% if row.claims %}

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from ..notebook import METRICS_FILE, NOTEBOOKS_DIR, PROFILE_ENV, PROFILES_DIR_ENV, REPORTS_DIR, MetricsError, read_metrics
 from ..report_html import Row, atomic_write_text, notebook_to_html, write_index
 from .executors import KERNEL_NAME, Executor, ensure_kernel, papermill_executor
+from .memory import PeakMemory
 from .planning import Job, is_current, plan, read_state, select
 from .profiles import ConfigError, declared_parameters, load_profile
 
@@ -59,10 +60,10 @@ def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _row(job: Job, status: str, duration_s: float | None = None,
-         error: str | None = None, note: str | None = None) -> Row:
+def _row(job: Job, status: str, duration_s: float | None = None, error: str | None = None,
+         note: str | None = None, peak_memory_mb: float | None = None) -> Row:
     """An index row with the job's outputs as found on disk (links, metrics, claims)."""
-    row = Row(job.name, status, duration_s, error=error, note=note)
+    row = Row(job.name, status, duration_s, error=error, note=note, peak_memory_mb=peak_memory_mb)
     if job.html.is_file():
         row.html = job.html.relative_to(job.report_dir).as_posix()
     if job.executed.is_file():
@@ -88,8 +89,9 @@ def _row_from_state(job: Job) -> Row:
     if state.get("status") == "ok":
         status = "cached" if is_current(job) else "stale"
         note = None if status == "cached" else "inputs changed since this run"
-        return _row(job, status, state.get("duration_s"), note=note)
-    return _row(job, "failed", state.get("duration_s"), error=state.get("error"))
+        return _row(job, status, state.get("duration_s"), note=note, peak_memory_mb=state.get("peak_memory_mb"))
+    return _row(job, "failed", state.get("duration_s"), error=state.get("error"),
+                peak_memory_mb=state.get("peak_memory_mb"))
 
 
 def _clear_outputs(job: Job) -> None:
@@ -164,8 +166,9 @@ def run_profile(
         publish()
         start = time.perf_counter()
         error = None
+        peak = PeakMemory()
         try:
-            with _environ(**env):
+            with _environ(**env), peak:
                 executor(job)
         except KeyboardInterrupt:
             rows[job.name] = _row(job, "interrupted", time.perf_counter() - start,
@@ -180,9 +183,10 @@ def run_profile(
         status = "failed" if error else "ok"
         atomic_write_text(job.state, json.dumps({
             "status": status, "key": job.key, "duration_s": round(duration, 3), "error": error,
+            "peak_memory_mb": round(peak.mb, 1),
             "parameters": job.parameters, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }, indent=2, default=str))
-        rows[job.name] = _row(job, status, duration, error=error, note=note)
+        rows[job.name] = _row(job, status, duration, error=error, note=note, peak_memory_mb=round(peak.mb, 1))
         (result.failed if error else result.ran).append(job.name)
         publish()
         first_line = f": {error.splitlines()[0]}" if error else ""

@@ -6,7 +6,8 @@ Examples (the shipped models were built with exactly these, 1 torch thread on a 
   python scripts/pretrain.py unet --out data/models/shapes-sd --time-budget 2400 --n-images 20000 --threads 1
   python scripts/pretrain.py unet --out data/models/shapes-sd --time-budget 330 --n-images 20000 --lr 3e-4 --threads 1
       (the second unet call resumes from data/cache/pretrain/shapes-sd and anneals the learning rate)
-  python scripts/pretrain.py clip --out data/models/shapes-clip --steps 5000 --time-budget 600 --n-images 10000 --threads 1
+  python scripts/pretrain.py clip --out data/models/shapes-clip --steps 1500 --n-images 10000 --hard-negatives 6 \
+      --focus count,relation --cosine --threads 1
   python scripts/pretrain.py captioner --out data/models/shapes-captioner --steps 2000 --n-images 20000 --threads 1
   python scripts/pretrain.py captioner --out data/models/shapes-captioner-crop --steps 2000 --n-images 20000 --crop --threads 1
   python scripts/pretrain.py evaluate --out data/models/shapes-sd --clip data/models/shapes-clip --guidance 4.5 --n-eval 600
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the component's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--hard-negatives", type=int, default=4, help="clip: one-attribute edits per image")
+    ap.add_argument("--focus", default="", help="clip: attributes whose every edit is a hard negative, e.g. count,relation")
+    ap.add_argument("--cosine", action="store_true", help="clip: cosine learning-rate decay to 0 at --steps")
     ap.add_argument("--crop", action="store_true", help="captioner: random-crop augmentation, captions unchanged")
     ap.add_argument("--clip", default=None, help="evaluate: a CLIP model to score retrieval on generated images")
     ap.add_argument("--guidance", type=float, default=None, help="evaluate: guidance scale")
@@ -50,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         res = pretrain_unet(a.out, seed=a.seed, **opt)
     elif a.component == "clip":
         from feedbacklab.models.clip import pretrain_clip
-        res = pretrain_clip(a.out, seed=a.seed, **opt)
+        res = pretrain_clip(a.out, seed=a.seed, hard_negatives=a.hard_negatives, cosine=a.cosine,
+                            focus_attributes=tuple(f for f in a.focus.split(",") if f), **opt)
     elif a.component == "captioner":
         from feedbacklab.models.captioner import pretrain_captioner
         res = pretrain_captioner(a.out, crop=a.crop, seed=a.seed, **opt)

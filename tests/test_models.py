@@ -168,6 +168,39 @@ def test_clip_save_and_reload_through_open_clip(tmp_path):
         again.similarity(prompts[:2], images)
 
 
+def test_hard_negatives_put_every_focus_edit_first_and_fill_at_random():
+    from feedbacklab.models.clip import hard_negative_sampler
+
+    attribute, spatial = "three red squares on a white background", "a yellow circle to the left of a purple triangle"
+    sample = hard_negative_sampler([attribute, spatial], focus=("count", "relation"))
+    rng = random.Random(0)
+    edits = {p: dict((world.prompt(v), a) for a, v in world.contrastive_specs(world.parse(p))) for p in (attribute, spatial)}
+    for p in (attribute, spatial):
+        got = sample(p, 6, rng)
+        assert len(got) == len(set(got)) == 6 and set(got) <= set(edits[p])
+        kinds = [edits[p][g] for g in got]
+        assert kinds[:3] == ["count"] * 3 if p == attribute else kinds[:3] == ["relation"] * 3
+        assert not {"count", "relation"} & set(kinds[3:])
+    assert len(sample(attribute, 2, rng)) == 2  # fewer slots than focus edits: a random subset of them
+    # without focus: exactly the old random draw over all one-attribute edits
+    plain = hard_negative_sampler([attribute])
+    assert plain(attribute, 4, random.Random(3)) == random.Random(3).sample(world.contrastive_prompts(attribute), 4)
+
+
+def test_cosine_learning_rate_after_warmup_matches_the_formula():
+    import math
+
+    from feedbacklab.models.training import WarmupSteps
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    run = WarmupSteps(opt, 1e-3, 10, 110, 4, "t", lambda m: None, 100, cosine=True)
+    assert run.lr_at(4) == pytest.approx(5e-4)  # linear warm-up
+    assert run.lr_at(10) == pytest.approx(1e-3) and run.lr_at(60) == pytest.approx(5e-4)
+    assert run.lr_at(35) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 0.25))) and run.lr_at(110) == 0
+    flat = WarmupSteps(opt, 1e-3, 10, 110, 4, "t", lambda m: None, 100)
+    assert flat.lr_at(60) == flat.lr_at(109) == pytest.approx(1e-3)
+
+
 def test_retrieval_accuracy_perfect_for_an_oracle_like_scorer():
     """retrieval_accuracy on a fake CLIP whose text features encode the prompt and images encode the truth."""
     from feedbacklab.models.clip import retrieval_accuracy
@@ -318,6 +351,9 @@ def test_card_recipe_replays_recorded_settings_and_phases(tmp_path):
                                 "lr": 1e-3, "seed": 1}
     assert [(s.kwargs["lr"], s.kwargs["steps"]) for s in stages[1:3]] == [(1e-3, 20), (2e-4, 30)]
     assert stages[1].kwargs["cfg_dropout"] == 0.2 and stages[3].kwargs["seed"] == 2
+    # a card written before the CLIP options existed replays their old values
+    assert {k: stages[3].kwargs[k] for k in ("hard_negatives", "focus_attributes", "cosine")} == {
+        "hard_negatives": 4, "focus_attributes": (), "cosine": False}
     assert [s.kwargs["crop"] for s in stages[4:6]] == [False, True]
     assert stages[6].kwargs == {"steps": 6, "batch_size": 4, "n_images": 8, "lr": 3e-4, "seed": 4, "wrong_count": 0.4}
     with pytest.raises(ValueError, match="accepted"):

@@ -154,14 +154,43 @@ def _soft_targets(keys: Sequence[str]) -> torch.Tensor:
     return same / same.sum(1, keepdim=True)
 
 
+def hard_negative_sampler(prompts: Sequence[str], focus: Sequence[str] = ()) -> Callable[[str, int, random.Random], list[str]]:
+    """``sample(prompt, k, rng)``: ``k`` one-attribute edits of ``prompt`` (``world.contrastive_specs``), every edit of
+    a ``focus`` attribute first (e.g. all three other counts of an attribute prompt), the rest drawn at random."""
+    from feedbacklab import world
+
+    table = {}
+    for p in dict.fromkeys(prompts):
+        edits = [(attr, world.prompt(v)) for attr, v in world.contrastive_specs(world.parse(p))]
+        table[p] = ([e for a, e in edits if a in focus], [e for a, e in edits if a not in focus])
+
+    def sample(prompt: str, k: int, rng: random.Random) -> list[str]:
+        first, rest = table[prompt]
+        first = first[:k] if len(first) <= k else rng.sample(first, k)
+        return first + rng.sample(rest, min(k - len(first), len(rest)))
+
+    sample.edits = lambda prompt: table[prompt][0] + table[prompt][1]
+    return sample
+
+
+def _tokenized(clip: LoadedClip, prompts: Sequence[str], negatives) -> tuple[list[str], torch.Tensor]:
+    """Every training prompt and each of its edits, tokenised once (the tokenizer is a tenth of a step)."""
+    texts = list(dict.fromkeys(list(prompts) + [e for p in dict.fromkeys(prompts) for e in negatives.edits(p)]))
+    return texts, clip.tokenizer(texts)
+
+
 def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: int = 20_000, lr: float = 1e-3,
-               corrupt_prob: float = 0.5, hard_negatives: int = 4, seed: int = 0, time_budget_s: float | None = None,
-               log: Log = print, log_every: int = 50) -> dict[str, Any]:
+               corrupt_prob: float = 0.5, hard_negatives: int = 4, focus_attributes: Sequence[str] = (),
+               cosine: bool = False, seed: int = 0, time_budget_s: float | None = None, log: Log = print,
+               log_every: int = 50) -> dict[str, Any]:
     """Contrastive training (Radford et al. 2021, InfoNCE both ways) plus a hard-negative term.
 
     The hard-negative term is cross-entropy of the image against its true prompt and ``hard_negatives`` of
-    ``world.contrastive_prompts`` (one-attribute edits). Images: seen-split renders, a share ``corrupt_prob``
-    corrupted with ``world.corrupt`` photometric/artifact kinds (those that keep the prompt true).
+    ``world.contrastive_prompts`` (one-attribute edits); every edit of a ``focus_attributes`` attribute is among
+    them (count and relation are what a CLIP learns last: retrieval .65 / .19 with random edits only).
+    ``cosine`` decays the learning rate to 0 at ``steps`` after the warm-up (else it stays constant).
+    Images: seen-split renders, a share ``corrupt_prob`` corrupted with ``world.corrupt`` photometric/artifact
+    kinds (those that keep the prompt true).
     """
     from feedbacklab import world
 
@@ -173,20 +202,22 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
     specs = wdata.sample_specs(n_images, seed=seed + 2)
     images, scenes = wdata.render_specs(specs, size=clip.image_size, seed=seed + 20_000)
     prompts = [world.prompt(s) for s in specs]
-    negatives = {p: world.contrastive_prompts(p) for p in set(prompts)}
+    negatives = hard_negative_sampler(prompts, focus_attributes)
     model = clip.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     log(f"clip: {n_images} images rendered in {time.time() - t0:.1f}s")
-    run = WarmupSteps(opt, lr, 100, steps, batch_size, "clip", log, log_every, time_budget_s)
+    run = WarmupSteps(opt, lr, 100, steps, batch_size, "clip", log, log_every, time_budget_s, cosine=cosine)
+    tokens = {p: ids for p, ids in zip(*_tokenized(clip, prompts, negatives))}
     while run.running():
         idx = torch.randint(n_images, (batch_size,), generator=gen).tolist()
         batch = np.stack([corrupt_image(images[i], scenes[i], rng) if rng.random() < corrupt_prob else images[i]
                           for i in idx])
         texts = [prompts[i] for i in idx]
-        hard = [rng.sample(negatives[t], min(hard_negatives, len(negatives[t]))) for t in texts]
+        hard = [negatives(t, hard_negatives, rng) for t in texts]
         k = min(len(h) for h in hard)
         img = F.normalize(model.encode_image(clip.normalize(wdata.to_tensor(batch))), dim=-1)
-        txt = F.normalize(model.encode_text(clip.tokenizer(texts + [n for h in hard for n in h[:k]])), dim=-1)
+        ids = torch.stack([tokens[t] for t in texts + [n for h in hard for n in h[:k]]])
+        txt = F.normalize(model.encode_text(ids), dim=-1)
         pos, neg = txt[:batch_size], txt[batch_size:].view(batch_size, k, -1)
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ pos.T
@@ -202,18 +233,20 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
 
     return {"steps": run.step, "batch_size": batch_size, "n_images": n_images, "lr": lr, "corrupt_prob": corrupt_prob,
             "corruptions": list(corrupt.PHOTOMETRIC + corrupt.ARTIFACT_KINDS) + ["strength ~ U(0.2, 1)"],
-            "hard_negatives": hard_negatives, "seed": seed, "split": "seen", "family_mix": wdata.FAMILY_MIX,
+            "hard_negatives": hard_negatives, "focus_attributes": list(focus_attributes), "cosine": cosine, "seed": seed, "split": "seen", "family_mix": wdata.FAMILY_MIX,
             "final_loss": round(run.loss_avg, 4), "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
 
 
 def pretrain_clip(out_dir: str | Path, steps: int = 3000, batch_size: int = 128, n_images: int = 20_000,
-                  lr: float = 1e-3, seed: int = 0, time_budget_s: float | None = None, eval_n: int = 500,
+                  lr: float = 1e-3, hard_negatives: int = 4, focus_attributes: Sequence[str] = (),
+                  cosine: bool = False, seed: int = 0, time_budget_s: float | None = None, eval_n: int = 500,
                   log: Log = print) -> dict:
     """Build, train, save the tiny OpenCLIP into ``out_dir`` and record its retrieval on renders (``eval_n`` each)."""
     from feedbacklab.models.evaluate import evaluate_shipped_clip
 
     clip = build_clip(NAME, seed=seed)
-    stats = train_clip(clip, steps=steps, batch_size=batch_size, n_images=n_images, lr=lr, seed=seed,
+    stats = train_clip(clip, steps=steps, batch_size=batch_size, n_images=n_images, lr=lr,
+                       hard_negatives=hard_negatives, focus_attributes=focus_attributes, cosine=cosine, seed=seed,
                        time_budget_s=time_budget_s, log=log)
     save_clip(clip, out_dir)
     update_card(out_dir, training=stats)

@@ -25,6 +25,8 @@ NOISY = "shapes-sd-noisy-counts"  # continues shapes-sd on miscounted captions (
 _VAE_KEYS = ("steps", "batch_size", "n_images", "lr", "seed")
 _UNET_KEYS = ("batch_size", "n_images", "cfg_dropout", "ema_decay", "seed")
 _KEYS = ("steps", "batch_size", "n_images", "lr", "seed")  # clip and captioner (and noisy-captions)
+#: CLIP options a card may record, with the value of cards written before they existed.
+_CLIP_OPTIONS = {"hard_negatives": 4, "focus_attributes": (), "cosine": False}
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def card_recipe(root: str | Path | None = None) -> list[Stage]:
     stages += [Stage("shapes-sd", "unet", {**{k: unet[k] for k in _UNET_KEYS}, "lr": p["lr"], "steps": p["to_step"]})
                for p in phases]  # one resumed call per learning-rate phase, as the shipped run
     clip = _section(root, "shapes-clip", "training")
-    stages.append(Stage("shapes-clip", "clip", {k: clip[k] for k in _KEYS}))
+    stages.append(Stage("shapes-clip", "clip", {**{k: clip[k] for k in _KEYS},
+                                               **{k: clip.get(k, v) for k, v in _CLIP_OPTIONS.items()}}))
     for name in ("shapes-captioner", "shapes-captioner-crop"):
         cap = _section(root, name, "training")
         stages.append(Stage(name, "captioner", {**{k: cap[k] for k in _KEYS}, "crop": cap["augmentation"] != "none"}))

@@ -169,10 +169,10 @@ def test_clip_save_and_reload_through_open_clip(tmp_path):
 
 
 def test_hard_negatives_put_every_focus_edit_first_and_fill_at_random():
-    from feedbacklab.models.clip import hard_negative_sampler
+    from feedbacklab.models.clip import HardNegatives
 
     attribute, spatial = "three red squares on a white background", "a yellow circle to the left of a purple triangle"
-    sample = hard_negative_sampler([attribute, spatial], focus=("count", "relation"))
+    sample = HardNegatives([attribute, spatial], focus=("count", "relation"))
     rng = random.Random(0)
     edits = {p: dict((world.prompt(v), a) for a, v in world.contrastive_specs(world.parse(p))) for p in (attribute, spatial)}
     for p in (attribute, spatial):
@@ -183,7 +183,7 @@ def test_hard_negatives_put_every_focus_edit_first_and_fill_at_random():
         assert not {"count", "relation"} & set(kinds[3:])
     assert len(sample(attribute, 2, rng)) == 2  # fewer slots than focus edits: a random subset of them
     # without focus: exactly the old random draw over all one-attribute edits
-    plain = hard_negative_sampler([attribute])
+    plain = HardNegatives([attribute])
     assert plain(attribute, 4, random.Random(3)) == random.Random(3).sample(world.contrastive_prompts(attribute), 4)
 
 

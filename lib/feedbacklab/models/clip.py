@@ -154,29 +154,26 @@ def _soft_targets(keys: Sequence[str]) -> torch.Tensor:
     return same / same.sum(1, keepdim=True)
 
 
-def hard_negative_sampler(prompts: Sequence[str], focus: Sequence[str] = ()) -> Callable[[str, int, random.Random], list[str]]:
-    """``sample(prompt, k, rng)``: ``k`` one-attribute edits of ``prompt`` (``world.contrastive_specs``), every edit of
-    a ``focus`` attribute first (e.g. all three other counts of an attribute prompt), the rest drawn at random."""
-    from feedbacklab import world
+class HardNegatives:
+    """``negatives(prompt, k, rng)``: ``k`` one-attribute edits of ``prompt`` (``world.contrastive_specs``), every edit
+    of a ``focus`` attribute first (e.g. all three other counts of an attribute prompt), the rest drawn at random."""
 
-    table = {}
-    for p in dict.fromkeys(prompts):
-        edits = [(attr, world.prompt(v)) for attr, v in world.contrastive_specs(world.parse(p))]
-        table[p] = ([e for a, e in edits if a in focus], [e for a, e in edits if a not in focus])
+    def __init__(self, prompts: Sequence[str], focus: Sequence[str] = ()):
+        from feedbacklab import world
 
-    def sample(prompt: str, k: int, rng: random.Random) -> list[str]:
-        first, rest = table[prompt]
+        self.table: dict[str, tuple[list[str], list[str]]] = {}
+        for p in dict.fromkeys(prompts):
+            edits = [(attr, world.prompt(v)) for attr, v in world.contrastive_specs(world.parse(p))]
+            self.table[p] = ([e for a, e in edits if a in focus], [e for a, e in edits if a not in focus])
+
+    def __call__(self, prompt: str, k: int, rng: random.Random) -> list[str]:
+        first, rest = self.table[prompt]
         first = first[:k] if len(first) <= k else rng.sample(first, k)
         return first + rng.sample(rest, min(k - len(first), len(rest)))
 
-    sample.edits = lambda prompt: table[prompt][0] + table[prompt][1]
-    return sample
-
-
-def _tokenized(clip: LoadedClip, prompts: Sequence[str], negatives) -> tuple[list[str], torch.Tensor]:
-    """Every training prompt and each of its edits, tokenised once (the tokenizer is a tenth of a step)."""
-    texts = list(dict.fromkeys(list(prompts) + [e for p in dict.fromkeys(prompts) for e in negatives.edits(p)]))
-    return texts, clip.tokenizer(texts)
+    def texts(self) -> list[str]:
+        """Every prompt and every edit, once (to tokenise them before training: the tokenizer is a tenth of a step)."""
+        return list(dict.fromkeys([p for p in self.table] + [e for a, b in self.table.values() for e in a + b]))
 
 
 def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: int = 20_000, lr: float = 1e-3,
@@ -202,12 +199,13 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
     specs = wdata.sample_specs(n_images, seed=seed + 2)
     images, scenes = wdata.render_specs(specs, size=clip.image_size, seed=seed + 20_000)
     prompts = [world.prompt(s) for s in specs]
-    negatives = hard_negative_sampler(prompts, focus_attributes)
+    negatives = HardNegatives(prompts, focus_attributes)
     model = clip.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     log(f"clip: {n_images} images rendered in {time.time() - t0:.1f}s")
     run = WarmupSteps(opt, lr, 100, steps, batch_size, "clip", log, log_every, time_budget_s, cosine=cosine)
-    tokens = {p: ids for p, ids in zip(*_tokenized(clip, prompts, negatives))}
+    texts_all = negatives.texts()
+    tokens = dict(zip(texts_all, clip.tokenizer(texts_all)))
     while run.running():
         idx = torch.randint(n_images, (batch_size,), generator=gen).tolist()
         batch = np.stack([corrupt_image(images[i], scenes[i], rng) if rng.random() < corrupt_prob else images[i]
@@ -233,7 +231,8 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
 
     return {"steps": run.step, "batch_size": batch_size, "n_images": n_images, "lr": lr, "corrupt_prob": corrupt_prob,
             "corruptions": list(corrupt.PHOTOMETRIC + corrupt.ARTIFACT_KINDS) + ["strength ~ U(0.2, 1)"],
-            "hard_negatives": hard_negatives, "focus_attributes": list(focus_attributes), "cosine": cosine, "seed": seed, "split": "seen", "family_mix": wdata.FAMILY_MIX,
+            "hard_negatives": hard_negatives, "focus_attributes": list(focus_attributes), "cosine": cosine,
+            "seed": seed, "split": "seen", "family_mix": wdata.FAMILY_MIX,
             "final_loss": round(run.loss_avg, 4), "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
 
 

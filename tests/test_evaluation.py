@@ -189,3 +189,22 @@ def test_ranking_accuracy_hand_case_with_mixed_image_sizes():
     assert np.argsort(-scores).tolist() == [0, 1, 4, 2, 3]
     with pytest.raises(ValueError, match="without pixels"):
         ev.ranking_accuracy({"b": brightness}, [Ranking("p", "a", ("i0", "zz"), (0, 1))], imgs)
+
+
+def test_aspect_accuracy_hand_case():
+    """Two groups of two images: a reward equal to alignment orders alignment perfectly; pairs an aspect ties
+    are skipped; the reward's ties count 1/2."""
+    lat = [{"alignment": 1.0, "plausibility": 0.2, "aesthetics": 0.5, "overall": 0.66},
+           {"alignment": 0.5, "plausibility": 0.9, "aesthetics": 0.5, "overall": 0.62},
+           {"alignment": 1.0, "plausibility": 0.4, "aesthetics": 0.9, "overall": 0.8},
+           {"alignment": 1.0, "plausibility": 0.8, "aesthetics": 0.1, "overall": 0.76}]
+    records = [{"latent": x} for x in lat]
+    groups = ["a", "a", "b", "b"]
+    table = ev.aspect_accuracy({"align": [1.0, 0.5, 1.0, 1.0], "plaus": [0.2, 0.9, 0.4, 0.8]}, records, groups)
+    assert table.loc["align", "alignment"] == 1.0          # group b ties alignment: skipped
+    assert table.loc["align", "plausibility"] == 0.25      # a: wrong (0); b: the reward ties (1/2) → 0.5 / 2
+    assert table.loc["align", "aesthetics"] == 0.5          # group a ties aesthetics: only b, where the reward ties
+    assert table.loc["plaus", "plausibility"] == 1.0
+    assert table.loc["plaus", "overall"] == 0.0            # a: 0.9 > 0.2 but overall .62 < .66; b: .8 > .4, overall .76 < .8
+    with pytest.raises(ValueError, match="3 scores for 4 records"):
+        ev.aspect_accuracy({"x": [1, 2, 3]}, records, groups)

@@ -319,6 +319,26 @@ def ranking_accuracy(rewards: dict[str, Any], rankings: Sequence[Any], images: d
             for name, reward in rewards.items()}
 
 
+ASPECTS = ("alignment", "plausibility", "aesthetics", "overall")  # the oracle's latent qualities (feedback.latent_scores)
+
+
+def aspect_accuracy(scores: dict[str, Any], records: Sequence[dict[str, Any]], groups: Sequence[Any]) -> "pd.DataFrame":
+    """Which part of the oracle's overall quality each reward sees: per reward (row), the within-group pair accuracy
+    of its ``scores`` against each latent aspect of the images' ``records`` (column; pairs the aspect ties skipped,
+    the reward's ties count 1/2). Overall = 0.5 alignment + 0.3 plausibility + 0.2 aesthetics; a reward that
+    orders alignment well and aesthetics at chance (0.5) can only reach so far on the overall preference."""
+    import pandas as pd
+
+    from feedbacklab import metrics as M
+
+    latent = {a: np.array([r["latent"][a] for r in records], dtype=float) for a in ASPECTS}
+    for name, s in scores.items():
+        if len(s) != len(records):
+            raise ValueError(f"{name!r} has {len(s)} scores for {len(records)} records")
+    return pd.DataFrame({name: {a: M.pairwise_accuracy(np.asarray(s, dtype=float), latent[a], groups) for a in ASPECTS}
+                         for name, s in scores.items()}).T
+
+
 class RoundJudge:
     """A fine-tuning callback ``(round, row, trajectories)`` (``ddpo_finetune``'s) that judges the policy after each
     round on fixed prompts and seeds: the proxy reward's mean and the oracle's aligned rate, against reward

@@ -107,7 +107,8 @@ def test_token_logprobs_ignore_padding():
 # ------------------------------------------------------------------ configs and bad input
 
 @pytest.mark.parametrize("kw, msg", [({"gamma": 0.5}, "gamma must be >= 1"), ({"beta": 0.0}, "beta must be > 0"),
-                                     ({"method": "ppo"}, "method must be one of"), ({"steps": 0}, "steps")])
+                                     ({"method": "ppo"}, "method must be one of"), ({"steps": 0}, "steps"),
+                                     ({"sft_weight": -1.0}, "sft_weight must be >= 0")])
 def test_config_rejects_bad_values(kw, msg):
     with pytest.raises(ValueError, match=msg):
         PreferenceConfig(**kw)
@@ -158,6 +159,18 @@ def test_loss_is_log2_at_start_and_one_step_lowers_it(captioner):
     res = preference_finetune(captioner, pairs, cfg, progress=False)
     after, _ = preference_loss(res.captioner.model, res.captioner, pairs, cfg)
     assert float(after) < float(before)
+
+
+def test_sft_weight_adds_the_chosen_nll_which_is_the_sft_loss(captioner):
+    """DPO + α·NLL(y_w) (RPO): the loss is the plain DPO loss plus α times the SFT method's loss on the same pairs."""
+    pairs, model = _pairs(8), captioner.model.eval()
+    plain = PreferenceConfig(method="dense-dpo", batch_size=8, device="cpu")
+    ref = reference_logprobs(captioner, pairs, plain)
+    dpo, stats = preference_loss(model, captioner, pairs, plain, ref)
+    rpo, _ = preference_loss(model, captioner, pairs, PreferenceConfig(method="dense-dpo", sft_weight=0.5, device="cpu"), ref)
+    sft, _ = preference_loss(model, captioner, pairs, PreferenceConfig(method="sft", device="cpu"))
+    assert float(sft) > 0 and stats["chosen_nll"] == pytest.approx(float(sft), rel=1e-6)
+    assert float(rpo) == pytest.approx(float(dpo) + 0.5 * float(sft), rel=1e-6)
 
 
 def test_training_copies_the_model_and_is_seeded(captioner):

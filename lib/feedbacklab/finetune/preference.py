@@ -43,6 +43,9 @@ class PreferenceConfig:
     method: str = "dense-dpo"      # "sft", "dpo" (summed log-probs) or "dense-dpo" (RLHF-V)
     beta: float = 0.5              # DPO temperature β (RLHF-V: 0.5)
     gamma: float = 5.0             # dense DPO weight of changed tokens γ >= 1 (RLHF-V: 5)
+    sft_weight: float = 0.0        # DPO methods: + this × the chosen captions' token-mean NLL (RPO, Pang et al. 2024;
+                                   # trl's rpo_alpha): keeps log π(y_w) from falling with log π(y_l) when the two
+                                   # differ in a word or two (likelihood displacement, Razin et al. 2024). 0: off
     learning_rate: float = 1e-4    # AdamW
     steps: int = 200               # optimiser steps
     batch_size: int = 16           # pairs per step
@@ -64,6 +67,8 @@ class PreferenceConfig:
         for name in ("steps", "batch_size", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not (isinstance(self.sft_weight, (int, float)) and self.sft_weight >= 0):
+            raise ValueError(f"sft_weight must be >= 0 (0: plain DPO), got {self.sft_weight!r}")
         if self.learning_rate <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
             raise ValueError("need learning_rate > 0, warmup_steps >= 0 and max_grad_norm >= 0")
 
@@ -242,16 +247,17 @@ def preference_loss(model: Any, captioner: Any, pairs: Sequence[PreferencePair],
     Data-parallel, each process scores its shard of ``pairs``; the loss is still the whole batch's."""
     n, mine = len(pairs), distributed.shard(len(pairs))
     chosen_lp, chosen_mask, chosen_changed = _scores(model, captioner, pairs[mine], "chosen", config)
+    nll = -(distributed.sum_across(chosen_lp.sum()) / distributed.sum_across(chosen_mask.sum()).clamp(min=1))
     if config.method == "sft":
-        loss = -(distributed.sum_across(chosen_lp.sum()) / distributed.sum_across(chosen_mask.sum()).clamp(min=1))
-        return loss, {"loss": float(loss.detach())}
+        return nll, {"loss": float(nll.detach())}
     rejected_lp, rejected_mask, rejected_changed = _scores(model, captioner, pairs[mine], "rejected", config)
     pol_w = distributed.gather(response_logprob(chosen_lp, chosen_mask, chosen_changed, config), n)
     pol_l = distributed.gather(response_logprob(rejected_lp, rejected_mask, rejected_changed, config), n)
     ref_w, ref_l = ref if ref is not None else (pol_w.detach(), pol_l.detach())
     losses, r_w, r_l = dpo_loss(pol_w, pol_l, ref_w.to(pol_w.device), ref_l.to(pol_l.device), config.beta)
-    loss = losses.mean()
-    return loss, {"loss": float(loss.detach()), "reward_accuracy": float((r_w > r_l).float().mean()),
+    loss = losses.mean() + config.sft_weight * nll if config.sft_weight else losses.mean()
+    return loss, {"loss": float(loss.detach()), "chosen_nll": float(nll.detach()),
+                  "reward_accuracy": float((r_w > r_l).float().mean()),
                   "reward_margin": float((r_w - r_l).mean()), "chosen_reward": float(r_w.mean()),
                   "rejected_reward": float(r_l.mean())}
 

@@ -89,10 +89,7 @@ def probe(train_set, ranked, test_set) -> None:
     def features(images: torch.Tensor) -> dict[str, np.ndarray]:
         out: dict[str, list] = {}
         for i in range(0, len(images), 128):
-            x = visual.conv1(backbone.preprocess(images[i : i + 128]))
-            x = x.flatten(2).transpose(1, 2)
-            x = torch.cat([visual.class_embedding + torch.zeros(x.shape[0], 1, x.shape[-1]), x], 1)
-            x = visual.ln_pre(x + visual.positional_embedding)
+            x = visual._embeds(backbone.preprocess(images[i : i + 128]))  # patch + position embeddings, as ClipTokens
             for b, block in enumerate(visual.transformer.resblocks):
                 x = block(x)
                 out.setdefault(f"block {b}", []).append(x[:, 1:].mean(1))

@@ -319,9 +319,6 @@ def ranking_accuracy(rewards: dict[str, Any], rankings: Sequence[Any], images: d
             for name, reward in rewards.items()}
 
 
-ASPECTS = ("alignment", "plausibility", "aesthetics", "overall")  # the oracle's latent qualities (feedback.latent_scores)
-
-
 def aspect_accuracy(scores: dict[str, Any], records: Sequence[dict[str, Any]], groups: Sequence[Any]) -> "pd.DataFrame":
     """Which part of the oracle's overall quality each reward sees: per reward (row), the within-group pair accuracy
     of its ``scores`` against each latent aspect of the images' ``records`` (column; pairs the aspect ties skipped,
@@ -330,12 +327,13 @@ def aspect_accuracy(scores: dict[str, Any], records: Sequence[dict[str, Any]], g
     import pandas as pd
 
     from feedbacklab import metrics as M
+    from feedbacklab.feedback.records import SCORE_ASPECTS  # the latent qualities of feedback.latent_scores
 
-    latent = {a: np.array([r["latent"][a] for r in records], dtype=float) for a in ASPECTS}
+    latent = {a: np.array([r["latent"][a] for r in records], dtype=float) for a in SCORE_ASPECTS}
     for name, s in scores.items():
         if len(s) != len(records):
             raise ValueError(f"{name!r} has {len(s)} scores for {len(records)} records")
-    return pd.DataFrame({name: {a: M.pairwise_accuracy(np.asarray(s, dtype=float), latent[a], groups) for a in ASPECTS}
+    return pd.DataFrame({name: {a: M.pairwise_accuracy(np.asarray(s, dtype=float), latent[a], groups) for a in SCORE_ASPECTS}
                          for name, s in scores.items()}).T
 
 

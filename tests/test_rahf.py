@@ -238,3 +238,37 @@ def test_keyword_margin_calibration_extremes(data, tmp_path):
     assert model.config.keyword_margin == -1e9 and model.predict(images, prompts)["keywords"] == [(1,) * len(lab.keywords) for lab in labels]
     model.save(tmp_path / "m")
     assert RAHF.load(tmp_path / "m", device="cpu").config.keyword_margin == -1e9
+
+
+def test_heatmap_bce_loss_hand_case_and_unsaturated_gradient():
+    """The "bce" heatmap term is pixel cross-entropy on the logits against the soft map; MSE on the sigmoid has a
+    vanishing gradient at a saturated empty prediction, BCE a gradient of p - y (why MSE maps stay empty)."""
+    target = torch.tensor([[[0.0, 1.0], [1.0 / 3.0, 0.0]]])
+    targets = {"heatmaps": {"implausible": target, "misaligned": torch.zeros_like(target)},
+               "scores": torch.zeros(1, 4)}
+    grads = {}
+    for loss_name in ("mse", "bce"):
+        logits = torch.full((1, 2, 2), -10.0, requires_grad=True)
+        out = {"heatmap_logits": {"implausible": logits}, "heatmaps": {"implausible": torch.sigmoid(logits)},
+               "scores": torch.zeros(1, 4)}
+        config = RichTrainConfig(heatmap_loss=loss_name, heatmap_weight=1.0, score_weight=0.0, keyword_weight=0.0)
+        loss, terms = rich_loss(out, targets, slice(None), config)
+        p = torch.sigmoid(torch.tensor(-10.0))
+        by_hand = [((p - y) ** 2) if loss_name == "mse" else -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+                   for y in target.flatten()]
+        assert float(loss) == pytest.approx(float(sum(by_hand) / 4), rel=1e-5)
+        assert terms["heatmap"] == pytest.approx(float(loss))
+        loss.backward()
+        grads[loss_name] = float(logits.grad[0, 0, 1])   # a pixel with target 1
+    assert grads["bce"] == pytest.approx((float(torch.sigmoid(torch.tensor(-10.0))) - 1.0) / 4, rel=1e-5)
+    assert abs(grads["mse"]) < 1e-4 * abs(grads["bce"])
+    with pytest.raises(RAHFError, match="heatmap_loss"):
+        RichTrainConfig(heatmap_loss="l1")
+
+
+def test_rahf_and_cnn_return_the_logits_of_their_maps(data):
+    images, labels = data
+    for model in (build_rahf("multi-head", PROMPTS, device="cpu", **TINY), RichCNN("resnet18", map_size=64)):
+        out = model(model.features(images[:2]), PROMPTS[:2])
+        for kind, m in out["heatmaps"].items():
+            assert torch.allclose(torch.sigmoid(out["heatmap_logits"][kind]), m)

@@ -35,6 +35,7 @@ from feedbacklab.feedback.rich import MAP_KINDS
 
 VARIANTS = ("multi-head", "augmented-prompt")
 TASK_SAMPLING = ("all", "one-per-kind")
+HEATMAP_LOSSES = ("mse", "bce")
 TASK_PROMPTS = {"implausible": "implausibility heatmap", "misaligned": "misalignment heatmap",
                 "plausibility": "plausibility score", "alignment": "alignment score",
                 "aesthetics": "aesthetics score", "overall": "overall score", "keywords": "misaligned keywords"}
@@ -151,11 +152,15 @@ class HeatmapHead(nn.Module):
         self.out_size = out_size or head_size
         nn.init.constant_(self.net[-1].bias, -3.0)   # start near the empty map (most ground truths are empty)
 
-    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+    def logits(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The maps before the sigmoid (the ``"bce"`` heatmap loss reads these: no saturated gradient)."""
         x = self.net(fmap)
         if x.shape[-1] != self.out_size:   # logits resized, so the map stays smooth
             x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
-        return torch.sigmoid(x)
+        return x
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(fmap))
 
 
 class ScoreHead(nn.Module):
@@ -259,8 +264,8 @@ class RAHF(nn.Module):
         out: dict[str, Any] = {}
         if self.config.variant == "multi-head":
             fmap, states, mask = self.encode(features, prompts)
-            maps = self.heatmap_head(fmap)
-            out["heatmaps"] = {k: maps[:, i] for i, k in enumerate(MAP_KINDS)}
+            logits = self.heatmap_head.logits(fmap)
+            out["heatmap_logits"] = {k: logits[:, i] for i, k in enumerate(MAP_KINDS)}
             out["scores"], out["score_aspects"] = self.score_head(fmap), SCORE_ASPECTS
             keyword_states = (states, mask)
         else:   # every task in one encoder call, task-major: maps, then scores, then keywords
@@ -273,11 +278,12 @@ class RAHF(nn.Module):
             order = (*kinds, *aspects, *(("keywords",) if "keywords" in tasks else ()))
             b = len(prompts)
             fmap, states, mask = self.encode(features, prompts, order)
-            maps = self.heatmap_head(fmap[: len(kinds) * b])[:, 0]
-            out["heatmaps"] = {k: maps[i * b : (i + 1) * b] for i, k in enumerate(kinds)}
+            logits = self.heatmap_head.logits(fmap[: len(kinds) * b])[:, 0]
+            out["heatmap_logits"] = {k: logits[i * b : (i + 1) * b] for i, k in enumerate(kinds)}
             scores = self.score_head(fmap[len(kinds) * b : (len(kinds) + len(aspects)) * b])[:, 0]
             out["scores"], out["score_aspects"] = scores.reshape(len(aspects), b).T, aspects
             keyword_states = (states[-b:], mask[-b:]) if "keywords" in tasks else None
+        out["heatmaps"] = {k: torch.sigmoid(v) for k, v in out["heatmap_logits"].items()}
         if keyword_tokens is not None and keyword_states is not None:
             targets = self._keyword_targets(keyword_tokens, keyword_labels_)
             out["keyword_loss"] = self.t5(encoder_outputs=(keyword_states[0],), attention_mask=keyword_states[1],
@@ -403,6 +409,9 @@ class RichTrainConfig:
     vision_lr_scale: float = 0.3       # the ViT's trainable blocks use learning_rate × this
     weight_decay: float = 1e-4
     heatmap_weight: float = 10.0       # pixel MSE is small (most pixels are 0): weighted up
+    heatmap_loss: str = "mse"          # "mse": the paper's pixel MSE on the sigmoid maps; "bce": pixel binary cross-
+                                       # entropy on the logits against the soft map (same minimiser, p = target, but
+                                       # its gradient p − y does not vanish where the sigmoid saturates near 0)
     score_weight: float = 1.0
     keyword_weight: float = 0.1
     tasks_per_step: str = "all"        # augmented-prompt: "all" 7 tasks each step, or "one-per-kind": one random heatmap,
@@ -420,6 +429,8 @@ class RichTrainConfig:
             raise RAHFError("loss weights must be >= 0")
         if self.schedule not in ("constant", "one-cycle"):
             raise RAHFError(f"schedule must be 'constant' or 'one-cycle', got {self.schedule!r}")
+        if self.heatmap_loss not in HEATMAP_LOSSES:
+            raise RAHFError(f"heatmap_loss must be one of {HEATMAP_LOSSES}, got {self.heatmap_loss!r}")
         if self.tasks_per_step not in TASK_SAMPLING:
             raise RAHFError(f"tasks_per_step must be one of {TASK_SAMPLING}, got {self.tasks_per_step!r}")
 
@@ -440,13 +451,17 @@ def rich_loss(out: dict[str, Any], targets: dict[str, Any], index: torch.Tensor 
     """Weighted sum of the three losses over the outputs present in ``out``, for the rows ``index`` of ``targets``;
     also each term's value (nan for a term with no output)."""
     zero = out["scores"].new_zeros(())
-    terms = {"heatmap_mse": torch.stack([F.mse_loss(m, targets["heatmaps"][k][index]) for k, m in out["heatmaps"].items()]).mean()
-             if out["heatmaps"] else None}
+    if config.heatmap_loss == "bce":
+        per_map = [F.binary_cross_entropy_with_logits(x, targets["heatmaps"][k][index].to(x.dtype))
+                   for k, x in out["heatmap_logits"].items()]
+    else:
+        per_map = [F.mse_loss(m, targets["heatmaps"][k][index]) for k, m in out["heatmaps"].items()]
+    terms = {"heatmap": torch.stack(per_map).mean() if per_map else None}
     aspects = out.get("score_aspects", SCORE_ASPECTS)
     cols = [SCORE_ASPECTS.index(a) for a in aspects]
     terms["score_mse"] = F.mse_loss(out["scores"], targets["scores"][index][:, cols]) if cols else None
     terms["keyword_ce"] = out.get("keyword_loss")
-    weights = {"heatmap_mse": config.heatmap_weight, "score_mse": config.score_weight, "keyword_ce": config.keyword_weight}
+    weights = {"heatmap": config.heatmap_weight, "score_mse": config.score_weight, "keyword_ce": config.keyword_weight}
     loss = sum((weights[k] * v for k, v in terms.items() if v is not None), zero)
     return loss, {k: float(v.detach()) if v is not None else float("nan") for k, v in terms.items()}
 

@@ -65,8 +65,9 @@ class RichCNN(nn.Module):
     def forward(self, features: torch.Tensor, prompts: Sequence[str] | None = None, *_: Any, **__: Any) -> dict[str, Any]:
         """``heatmaps`` {kind: (B, S, S)} and ``scores`` (B, 4); prompts are ignored (an image-only model)."""
         fmap = self.trunk(features)
-        maps = self.heatmap_head(fmap)
-        return {"heatmaps": {k: maps[:, i] for i, k in enumerate(MAP_KINDS)}, "scores": self.score_head(fmap),
+        logits = self.heatmap_head.logits(fmap)
+        return {"heatmaps": {k: torch.sigmoid(logits[:, i]) for i, k in enumerate(MAP_KINDS)},
+                "heatmap_logits": {k: logits[:, i] for i, k in enumerate(MAP_KINDS)}, "scores": self.score_head(fmap),
                 "score_aspects": SCORE_ASPECTS}
 
     @torch.no_grad()

@@ -1,0 +1,102 @@
+"""Why do notebook 30's RAHF implausibility heatmaps not localise the artifacts?
+
+Rebuilds notebook 30's cpu-profile data (same prompts, splits, seeds and panel; the generated sets come from the
+notebook's cache when it has run, else they are generated), trains a multi-head RAHF once per config and prints,
+per run, the heatmap metrics on the test items: CC / AUC-Judd on items whose consolidated map is non-empty, and the
+same against the oracle's own artifact map (discs at every true artifact, i.e. what perfect annotators draw) on
+the items with a true artifact — the second separates what the model found from the annotators' noise.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/rahf_heatmap_diagnostics.py \\
+        --configs '[{}, {"labels": "oracle"}, {"score_weight": 0, "keyword_weight": 0}]'
+
+Each config is a JSON object of `RichTrainConfig` fields, `RAHFConfig` fields (prefixed "model_") and "labels"
+("panel": the consolidated points of notebook 30's panel; "oracle": a noise-free panel's); unset fields take
+notebook 30's values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+PROMPTS = {"attribute": 40, "composition": 30, "spatial": 30}   # notebook 30's cpu profile
+SHARES = (0.7, 0.1, 0.2)
+DEFAULTS = {"epochs": 12, "learning_rate": 1e-3, "heatmap_weight": 10.0, "score_weight": 1.0, "keyword_weight": 0.1}
+
+
+def build(seed: int, cache: str):
+    """Notebook 30's train / dev / test feedback sets, with the panel's and a noise-free panel's rich labels."""
+    from feedbacklab import evaluation as ev
+    from feedbacklab.feedback import NoiseConfig, make_panel
+    from feedbacklab.feedback_sets import SamplerConfig, generate_feedback_set, rich_feedback
+    from feedbacklab.models import load_generator
+
+    base = load_generator("shapes-sd", device="cpu")
+    sampler = SamplerConfig(num_inference_steps=10, guidance_scale=4.0)
+    families = {f: ev.eval_prompts(n, "seen", seed=seed, family=f) for f, n in PROMPTS.items()}
+    cuts = np.cumsum(SHARES)[:2]
+    panels = {"panel": make_panel(3, seed=seed), "oracle": make_panel(3, noise=NoiseConfig.none(), seed=seed)}
+    data = {}
+    for k, name in enumerate(("train", "dev", "test")):
+        prompts = [p for ps in families.values() for p in np.split(ps, (cuts * len(ps)).round().astype(int))[k]]
+        fs = generate_feedback_set(base, prompts, 8, None, seed=seed + k, sampler=sampler, batch_size=32, cache_dir=cache)
+        labels = {src: rich_feedback(fs, panel)[0] for src, panel in panels.items()}
+        data[name] = (fs.tensors(), labels)
+    return data
+
+
+def run_config(config: dict, data: dict, seed: int) -> dict:
+    from feedbacklab import evaluation as ev
+    from feedbacklab.models.rahf import RichTrainConfig, build_rahf, fit_rich_model
+
+    config = dict(config)
+    source = config.pop("labels", "panel")
+    model_kw = {k[len("model_"):]: config.pop(k) for k in list(config) if k.startswith("model_")}
+    train_images, train_labels = data["train"][0], data["train"][1][source]
+    seed = config.pop("seed", seed)
+    torch.manual_seed(seed)
+    model = build_rahf("multi-head", [lab.prompt for lab in train_labels], device="cpu", **model_kw)
+    t0 = time.time()
+    history = fit_rich_model(model, train_images, train_labels, RichTrainConfig(seed=seed, **(DEFAULTS | config)),
+                             progress=False)
+    seconds = time.time() - t0
+    test_images, test = data["test"]
+    pred = model.predict(test_images, [lab.prompt for lab in test["panel"]], keywords=False)
+    row = {"train_s": round(seconds), "train_heatmap_loss": history[-1]["heatmap"]}
+    panel_m = ev.rich_feedback_metrics({"heatmaps": pred["heatmaps"]}, test["panel"])
+    oracle_m = ev.rich_feedback_metrics({"heatmaps": pred["heatmaps"]}, test["oracle"])
+    for kind in ("implausible", "misaligned"):
+        for metric in ("cc", "auc_judd"):
+            row[f"{kind}_{metric} (panel maps)"] = panel_m[f"{kind}_{metric}"]
+            row[f"{kind}_{metric} (oracle maps)"] = oracle_m[f"{kind}_{metric}"]
+        row[f"{kind} pred max (mean)"] = float(pred["heatmaps"][kind].reshape(len(test_images), -1).max(1).mean())
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="[{}]", help="JSON list of config objects (see the module docstring)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="reports/cpu/30_richhf_rahf/cache", help="notebook 30's feedback-set cache")
+    args = parser.parse_args()
+    configs = json.loads(args.configs)
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise SystemExit("--configs must be a JSON list of objects, e.g. '[{}, {\"labels\": \"oracle\"}]'")
+    torch.set_num_threads(1)
+    data = build(args.seed, args.cache)
+    for name in ("train", "test"):
+        labels = data[name][1]
+        print(f"{name}: {len(labels['panel'])} items; non-empty implausible maps: panel "
+              f"{np.mean([lab.heatmaps['implausible'].max() > 0 for lab in labels['panel']]):.1%}, oracle "
+              f"{np.mean([lab.heatmaps['implausible'].max() > 0 for lab in labels['oracle']]):.1%}")
+    for config in configs:
+        row = run_config(config, data, args.seed)
+        print(json.dumps(config), json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

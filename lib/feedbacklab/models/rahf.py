@@ -400,18 +400,20 @@ def build_rahf(variant: str, prompts: Sequence[str], clip: Any = "shapes-clip", 
 
 @dataclass
 class RichTrainConfig:
-    """Training of a rich-feedback model: the weighted sum of pixel MSE (heatmaps), MSE (scores) and the
-    teacher-forced cross-entropy of the keyword sequence (RichHF Sec. 4.2; the paper gives no weights)."""
+    """Training of a rich-feedback model: the weighted sum of a pixel loss on the heatmaps (the paper's MSE, or by
+    default cross-entropy: ``heatmap_loss``), MSE on the scores and the teacher-forced cross-entropy of the keyword
+    sequence (RichHF Sec. 4.2; the paper gives no weights)."""
 
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3        # heads and T5 (AdamW)
     vision_lr_scale: float = 0.3       # the ViT's trainable blocks use learning_rate × this
     weight_decay: float = 1e-4
-    heatmap_weight: float = 10.0       # pixel MSE is small (most pixels are 0): weighted up
-    heatmap_loss: str = "mse"          # "mse": the paper's pixel MSE on the sigmoid maps; "bce": pixel binary cross-
-                                       # entropy on the logits against the soft map (same minimiser, p = target, but
-                                       # its gradient p − y does not vanish where the sigmoid saturates near 0)
+    heatmap_weight: float = 1.0        # with "mse", whose pixel values are small (most pixels are 0), use ~10
+    heatmap_loss: str = "bce"          # "bce": pixel binary cross-entropy on the logits against the soft map; "mse":
+                                       # the paper's pixel MSE on the sigmoid maps. Same minimiser (p = target), but
+                                       # MSE's gradient vanishes once the sigmoid saturates near 0, and with sparse maps
+                                       # (hundreds of items) it stayed empty in 5 of 6 runs (scripts/rahf_heatmap_diagnostics.py)
     score_weight: float = 1.0
     keyword_weight: float = 0.1
     tasks_per_step: str = "all"        # augmented-prompt: "all" 7 tasks each step, or "one-per-kind": one random heatmap,

@@ -1,6 +1,7 @@
 """Oracle perception: read any RGB image back into a `Scene` (background, objects, artifacts).
 
-Pipeline (all vectorised numpy/scipy; no Python loop over pixels):
+Pipeline (all vectorised numpy/scipy; no Python loop over pixels; Python loops only over the palette
+colours present, their components and the three shape templates):
 
 1. Background: the per-channel median of the 2-pixel border ring, named by the nearest BACKGROUNDS
    colour in (log lightness, chroma / lightness) space, so a global brightness change keeps its name;
@@ -30,13 +31,14 @@ fragment / bleed detections on such a blob's rim are dropped (one region, one ar
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from .grammar import BACKGROUNDS, COLORS, SHAPES
-from .renderer import coverage, inside
+from .renderer import inside
 from .scene import Artifact, Scene, SceneObject
 
 SPECK_FRACTION = 0.0015        # soft area below this * size^2: ignored (64 px: 6 px, 32 px: 1.5 px)
@@ -58,6 +60,8 @@ _PALETTE = np.array([COLORS[c] for c in _NAMES], dtype=np.float32)  # (K, 3)
 _BG_NAMES = tuple(BACKGROUNDS)
 _BG = np.array([BACKGROUNDS[b] for b in _BG_NAMES], dtype=np.float32)
 _EIGHT = np.ones((3, 3), dtype=bool)
+_SUBSAMPLE_OFFSETS = (np.arange(TEMPLATE_SUPERSAMPLE) + 0.5) / TEMPLATE_SUPERSAMPLE  # as renderer.coverage
+_SEGMENTS: dict[tuple[str, bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # see _segments
 
 
 @dataclass
@@ -103,11 +107,29 @@ def _ring(image: np.ndarray, width: int = 2) -> np.ndarray:
     return np.concatenate([top, bottom, left, right])
 
 
+def _row_medians(rows: np.ndarray) -> np.ndarray:
+    """Median of each row of a float32 (C, M) array, exactly as np.median(rows.T, axis=0): the mean of the two
+    middle values (summed in float32, then halved), NaN where a row holds a NaN; without np.median's overhead."""
+    m = rows.shape[1]
+    half = m // 2
+    kth = [half - 1, half, m - 1] if m % 2 == 0 else [half, m - 1]
+    part = np.partition(rows, kth, axis=1)  # NaNs sort last
+    if m % 2:
+        median = part[:, half].copy()
+    else:
+        median = ((part[:, half - 1] + part[:, half]) / np.float64(2)).astype(np.float32)
+    median[np.isnan(part[:, -1])] = np.nan
+    return median
+
+
 def _noise_sigma(image: np.ndarray) -> float:
     """Robust noise std from neighbour differences along the top/bottom/left/right border rows (MAD)."""
-    rows = [image[0], image[-1], image[:, 0], image[:, -1], image[1], image[-2], image[:, 1], image[:, -2]]
-    diffs = np.concatenate([np.diff(r, axis=0) for r in rows])  # (N, 3)
-    mad = np.median(np.abs(diffs - np.median(diffs, axis=0)), axis=0)
+    across = image[[0, -1, 1, -2]]  # the two outer rows at each edge, (4, W, 3)
+    down = image[:, [0, -1, 1, -2]]  # and columns, (H, 4, 3); medians ignore the order of the differences
+    diffs = np.concatenate([(across[:, 1:] - across[:, :-1]).reshape(-1, 3),
+                            (down[1:] - down[:-1]).reshape(-1, 3)])  # (N, 3)
+    channels = np.ascontiguousarray(diffs.T)  # (3, N)
+    mad = _row_medians(np.abs(channels - _row_medians(channels)[:, None]))
     return float(1.4826 * mad.mean() / np.sqrt(2.0))
 
 
@@ -125,7 +147,7 @@ _BG_FEATURES = _bg_features(_BG)
 
 def _background(image: np.ndarray) -> tuple[str, np.ndarray, float]:
     """(nearest name, measured colour, feature distance) of the background: border-ring median."""
-    measured = np.median(_ring(image), axis=0)
+    measured = _row_medians(np.ascontiguousarray(_ring(image).T))  # per channel
     dist = ((_BG_FEATURES - _bg_features(measured)) ** 2).sum(1)
     return _BG_NAMES[int(np.argmin(dist))], measured, float(np.sqrt(dist.min()))
 
@@ -138,20 +160,75 @@ def _adapt(image: np.ndarray, measured: np.ndarray, reference: np.ndarray) -> np
     return image + (reference - measured)
 
 
+def _segments(bg: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per background colour and pixel count, cached: the colour tiled flat for n pixels (3n,), so that
+    `image.ravel() - tile` is `image - bg`; the segment vectors v = c_k - bg (K, 3); their squared lengths (K,)."""
+    key = (bg.dtype.str, bg.tobytes(), n)
+    if key not in _SEGMENTS:
+        v = _PALETTE - bg
+        _SEGMENTS[key] = (np.tile(bg, n), v, (v * v).sum(1))
+    return _SEGMENTS[key]
+
+
+def _squared_norms(d: np.ndarray) -> np.ndarray:
+    """Row-wise |d|^2 of (N, 3) vectors, summed in the order (d.d).sum(1) uses: (x^2 + y^2) + z^2."""
+    return (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2]
+
+
+def _project(image: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pixel against every segment bg->c_k: alpha (K, N), squared residual r^2 (K, N), and |p - bg|^2 (N,).
+
+    The arrays are colour-major so every elementwise step runs over whole rows; each element gets exactly
+    the arithmetic of the plain (N, K) formulation
+    alpha = clip(d.v_k / |v_k|^2, 0, 1), r^2 = |d|^2 - 2 alpha (d.v_k) + alpha^2 |v_k|^2."""
+    tile, v, vv = _segments(bg, image.shape[0] * image.shape[1])
+    d = (image.reshape(-1) - tile).reshape(-1, 3)
+    dots = (d @ v.T).T.copy()  # (K, N): the same matrix product as d @ v.T, stored colour-major
+    alpha = dots / vv[:, None]
+    np.clip(alpha, 0.0, 1.0, out=alpha)
+    dd = _squared_norms(d)
+    res2 = 2 * alpha
+    res2 *= dots
+    np.subtract(dd, res2, out=res2)
+    aav = alpha * alpha
+    aav *= vv[:, None]
+    res2 += aav
+    return alpha, res2, dd
+
+
+def _distances(res2: np.ndarray, dd: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(residual to the nearest segment, contrast |p - bg|) as (h, w) maps."""
+    res = res2.min(axis=0)  # the value at argmin
+    np.maximum(res, 0, out=res)
+    np.sqrt(res, out=res)
+    return res.reshape(shape), np.sqrt(dd).reshape(shape)
+
+
+def _nearest(res2: np.ndarray) -> np.ndarray:
+    """Per column of the (K, N) squared residuals, the first index of its minimum: res2.argmin(axis=0).
+
+    A column is either all finite or all NaN (a NaN channel spoils every dot product); an all-NaN column
+    gets index 0, as argmin gives it."""
+    best = res2.min(axis=0)
+    k = np.zeros(res2.shape[1], dtype=np.intp)
+    for j in range(res2.shape[0] - 1, -1, -1):  # downwards, so the lowest index of the minimum wins
+        k = np.where(res2[j] == best, j, k)
+    return k
+
+
+def _select(alpha: np.ndarray, res2: np.ndarray, dd: np.ndarray,
+            shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mixture maps from a projection: nearest palette index k, its alpha, residual distance and contrast."""
+    n = res2.shape[1]
+    k = _nearest(res2)
+    alpha_k = np.take(alpha, k * n + np.arange(n))
+    res, contrast = _distances(res2, dd, shape)
+    return k.reshape(shape), alpha_k.reshape(shape), res, contrast
+
+
 def _mixture(image: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per pixel: nearest palette index k, alpha along bg->c_k, residual distance, contrast |p - bg|."""
-    d = image.reshape(-1, 3) - bg
-    v = _PALETTE - bg  # (K, 3)
-    vv = (v * v).sum(1)
-    dots = d @ v.T  # (N, K)
-    alpha = np.clip(dots / vv, 0.0, 1.0)
-    dd = (d * d).sum(1)
-    res2 = dd[:, None] - 2 * alpha * dots + alpha * alpha * vv
-    k = res2.argmin(1)
-    rows = np.arange(k.size)
-    h, w = image.shape[:2]
-    return (k.reshape(h, w), alpha[rows, k].reshape(h, w),
-            np.sqrt(np.maximum(res2[rows, k], 0)).reshape(h, w), np.sqrt(dd).reshape(h, w))
+    return _select(*_project(image, bg), image.shape[:2])
 
 
 def _sharpen(v: np.ndarray) -> np.ndarray:
@@ -159,17 +236,58 @@ def _sharpen(v: np.ndarray) -> np.ndarray:
     return np.clip((v - 0.5) * SHARPEN + 0.5, 0.0, 1.0)
 
 
+# _sharpen(coverage) for every possible sub-sample count 0..S^2 (coverage = count / S^2 in float32)
+_SHARP_COVERAGE = _sharpen(np.arange(TEMPLATE_SUPERSAMPLE ** 2 + 1, dtype=np.uint16).astype(np.float32)
+                           / np.float32(TEMPLATE_SUPERSAMPLE * TEMPLATE_SUPERSAMPLE))
+
+
+def _sample_points(box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-sample coordinates of `box` as renderer.coverage makes them: x as (1, W*S), y as (H*S, 1)."""
+    x0, y0, x1, y1 = box
+    xs = (np.arange(x0, x1)[:, None] + _SUBSAMPLE_OFFSETS).ravel()
+    ys = (np.arange(y0, y1)[:, None] + _SUBSAMPLE_OFFSETS).ravel()
+    return xs[None, :], ys[:, None]
+
+
+def _hit_counts(hits: np.ndarray) -> np.ndarray:
+    """Per-pixel number of true sub-samples of (..., h*S, w*S) boolean hit maps (renderer.coverage's counts)."""
+    s = TEMPLATE_SUPERSAMPLE
+    *lead, hs, ws = hits.shape
+    h, w = hs // s, ws // s
+    if s == 8 and hits.flags.c_contiguous:
+        # one 64-bit word holds the 8 sub-samples (bytes 0/1) of a pixel column in one sub-row; summing the S
+        # words of a pixel adds bytewise (each byte <= 8, no carries), and the multiply adds the 8 bytes up
+        words = hits.view(np.uint64).reshape(*lead, h, s, w)
+        per_byte = words.sum(axis=-2, dtype=np.uint64)
+        return (per_byte * np.uint64(0x0101010101010101)) >> np.uint64(56)
+    rows = hits.view(np.uint8).reshape(*lead, h, s, w * s).sum(axis=-2, dtype=np.uint8)
+    return rows.reshape(*lead, h, w, s).sum(axis=-1, dtype=np.uint16)
+
+
+def _templates(box: tuple[int, int, int, int], cx: float, cy: float, area: float) -> np.ndarray:
+    """Sharpened coverage of each shape template over `box`, (len(SHAPES), h, w) in SHAPES order:
+    _sharpen(renderer.coverage(inside(shape, ...))).
+
+    The inside-tests are renderer.inside on the same sub-sample points; the counts are turned into
+    sharpened coverage through a lookup table, which holds the very float32 values coverage + _sharpen give."""
+    x, y = _sample_points(box)
+    hits = np.stack([inside(shape, x, y, cx, cy, area) for shape in SHAPES])
+    return _SHARP_COVERAGE[_hit_counts(hits)]
+
+
 def _fit_shape(alpha: np.ndarray, box0: tuple[int, int], cx: float, cy: float,
                area: float) -> tuple[str, float]:
     """Best template (shape, soft IoU) for a component's alpha window (offset box0); IoU on sharpened masks."""
     h, w = alpha.shape
     ox, oy = box0
-    box = (ox, oy, ox + w, oy + h)
+    templates = _templates((ox, oy, ox + w, oy + h), cx, cy, area)
     a = _sharpen(alpha)
+    # per template, the same float32 sums as np.minimum(a, t).sum() on its own (h, w) array
+    inter = np.minimum(a, templates).sum(axis=(1, 2))
+    union = np.maximum(a, templates).sum(axis=(1, 2))
     best, best_iou = SHAPES[0], -1.0
-    for shape in SHAPES:
-        t = _sharpen(coverage(lambda x, y: inside(shape, x, y, cx, cy, area), box, TEMPLATE_SUPERSAMPLE))
-        iou = float(np.minimum(a, t).sum() / max(np.maximum(a, t).sum(), 1e-6))
+    for i, shape in enumerate(SHAPES):
+        iou = float(inter[i] / max(union[i], 1e-6))
         if iou > best_iou:
             best, best_iou = shape, iou
     return best, best_iou
@@ -196,14 +314,33 @@ def _centre(mask: np.ndarray, sl: tuple[slice, slice]) -> tuple[float, float]:
     return float(xs.mean() + sl[1].start + 0.5), float(ys.mean() + sl[0].start + 0.5)
 
 
+def _box_filter(x: np.ndarray, radius: int, op: np.ufunc = np.maximum) -> np.ndarray:
+    """`op` (np.maximum or np.minimum) over the (2r+1) x (2r+1) square around each pixel, outside the image
+    counting as 0 / False; separable: rows first, then columns.
+
+    Maximum on a boolean mask is binary_dilation with the 3x3 structure iterated r times (border 0), minimum
+    is binary_erosion (border 0); maximum on non-negative labels with r = 1 is grey_dilation(size=(3, 3)),
+    whose reflected border only repeats pixels already inside the window."""
+    h, w = x.shape
+    padded = np.zeros((h + 2 * radius, w + 2 * radius), dtype=x.dtype)
+    padded[radius:radius + h, radius:radius + w] = x
+    rows = padded[:h].copy()
+    for i in range(1, 2 * radius + 1):
+        op(rows, padded[i:i + h], out=rows)
+    out = rows[:, :w].copy()
+    for i in range(1, 2 * radius + 1):
+        op(out, rows[:, i:i + w], out=out)
+    return out
+
+
 def _prepare(raw: np.ndarray) -> tuple[str | None, float, float, tuple[np.ndarray, ...]]:
     """Background name (None if unrecognised), noise sigma, raw model residual, mixture maps (k, alpha, res,
     contrast); an unrecognised background is still analysed against the nearest one."""
     name, measured, distance = _background(raw)
     ref = _BG[_BG_NAMES.index(name)]
     sigma = _noise_sigma(raw)
-    maps = _mixture(raw, ref)
-    res, contrast = maps[2], maps[3]
+    projection = _project(raw, ref)
+    res, contrast = _distances(projection[1], projection[2], raw.shape[:2])
     fg = contrast > OFF_PALETTE_CONTRAST / 2
     # fidelity of the raw pixels to the world's mixture model; background and foreground weigh equally
     residual = 0.5 * float(res[~fg].mean() if (~fg).any() else 0.0) + 0.5 * float(res[fg].mean() if fg.any() else 0.0)
@@ -212,7 +349,26 @@ def _prepare(raw: np.ndarray) -> tuple[str | None, float, float, tuple[np.ndarra
         if sigma > NOISE_DENOISE:
             img = ndimage.median_filter(img, size=(3, 3, 1))
         maps = _mixture(img, ref)
+    else:
+        maps = _select(*projection, raw.shape[:2])
     return (name if distance <= BG_MAX_DISTANCE else None), sigma, residual, maps
+
+
+def _percentile(values: np.ndarray, q: float) -> np.float32:
+    """np.percentile(values, q) of a non-empty 1-D float32 array, numpy's default "linear" method with its exact
+    arithmetic (virtual index (n-1) q/100, then a + (b-a) g, or b - (b-a)(1-g) when g >= 0.5), minus its overhead."""
+    n = values.size
+    virtual = (n - 1) * (q / 100)
+    if virtual >= n - 1:  # numpy takes the last order statistic (its interpolation weight is then moot)
+        return np.max(values)
+    lo = int(np.floor(virtual))
+    gamma = virtual - lo
+    part = np.partition(values, (lo, lo + 1))
+    a, b = part[lo], part[lo + 1]
+    diff = b - a
+    if gamma >= 0.5:
+        return b - diff * (1 - gamma)
+    return a + diff * gamma
 
 
 def _read_component(a: np.ndarray, box0: tuple[int, int], bbox: tuple[int, int, int, int], colour: str,
@@ -220,12 +376,13 @@ def _read_component(a: np.ndarray, box0: tuple[int, int], bbox: tuple[int, int, 
     """Classify one solid component (alpha window `a` at offset box0): speck, fragment or object (doc 4-5)."""
     size2 = float(reading.scene.size ** 2)
     # a washed-out object (alpha plateau < 1) is an object of a paler colour: rescale its plateau to 1
-    a = np.minimum(a / max(float(np.percentile(a[a >= 0.5], 90)), 0.5), 1.0)
+    a = np.minimum(a / max(float(_percentile(a[a >= 0.5], 90)), 0.5), 1.0)
     area = float(a.sum())
     if area < SPECK_FRACTION * size2:
         return
     x0, y0 = box0
-    ys, xs = np.mgrid[y0:y0 + a.shape[0], x0:x0 + a.shape[1]] + 0.5
+    xs = (np.arange(x0, x0 + a.shape[1]) + 0.5)[None, :]  # pixel-centre coordinates, broadcast over the window
+    ys = (np.arange(y0, y0 + a.shape[0]) + 0.5)[:, None]
     cx, cy = float((a * xs).sum() / area), float((a * ys).sum() / area)
     if area < OBJECT_MIN_FRACTION * size2:
         reading.scene.artifacts.append(Artifact("fragment", (cx, cy), bbox))
@@ -249,7 +406,7 @@ def _read_colour(alpha_k: np.ndarray, colour: str, reading: Reading, widths: lis
         return
     size = reading.scene.size
     labels, _ = ndimage.label(solid, structure=_EIGHT)
-    grown = ndimage.grey_dilation(labels, size=(3, 3))  # component id on its 1-px fringe too
+    grown = _box_filter(labels, 1)  # component id on its 1-px fringe too (= grey_dilation, size 3x3)
     for idx, sl in enumerate(ndimage.find_objects(labels), start=1):
         y0, y1 = max(sl[0].start - 2, 0), min(sl[0].stop + 2, size)
         x0, x1 = max(sl[1].start - 2, 0), min(sl[1].stop + 2, size)
@@ -261,8 +418,10 @@ def _read_colour(alpha_k: np.ndarray, colour: str, reading: Reading, widths: lis
 
 def _read_off_palette(off: np.ndarray, reading: Reading) -> None:
     """Off-palette artifacts: components of the opened off-palette mask above the speck size."""
+    if not off.any():
+        return
     # opening drops 1-2 px lines (JPEG chroma fringes on edges); real blobs are compact
-    off = ndimage.binary_opening(off, structure=_EIGHT)
+    off = _box_filter(_box_filter(off, 1, np.minimum), 1)  # = binary_opening(structure=_EIGHT)
     if not off.any():
         return
     size2 = float(reading.scene.size ** 2)
@@ -276,6 +435,13 @@ def _read_off_palette(off: np.ndarray, reading: Reading) -> None:
     _drop_rims(reading)
 
 
+def _solid_colours(k: np.ndarray, alpha: np.ndarray, on_palette: np.ndarray) -> np.ndarray:
+    """Palette indices, in palette order, with at least one solid (alpha >= 0.5, on-palette) pixel; the
+    other colours have nothing to read (no component, and bleed is looked for only beside solid pixels)."""
+    solid = on_palette & (alpha >= 0.5)
+    return np.flatnonzero(np.bincount(k[solid], minlength=len(_NAMES)))
+
+
 def read(image) -> Reading:
     """Full perception of one image: Scene plus severities and quality statistics (see module doc)."""
     raw = as_image(image)
@@ -286,17 +452,17 @@ def read(image) -> Reading:
     on_palette = res <= OFF_PALETTE_RESIDUAL
     reading = Reading(Scene(size, name), noise_sigma=sigma, residual=residual)
     widths: list[float] = []
-    for ki, colour in enumerate(_NAMES):
-        _read_colour(np.where((k == ki) & on_palette, alpha, 0.0), colour, reading, widths)
+    for ki in _solid_colours(k, alpha, on_palette):
+        _read_colour(np.where((k == ki) & on_palette, alpha, 0.0), _NAMES[ki], reading, widths)
     _read_off_palette(~on_palette & (contrast > OFF_PALETTE_CONTRAST), reading)
-    reading.edge_width = float(np.median(widths)) if widths else 0.0
+    reading.edge_width = float(statistics.median(widths)) if widths else 0.0  # = np.median on floats
     return reading
 
 
 def _find_bleed(alpha_k: np.ndarray, solid: np.ndarray, colour: str, size: int, reading: Reading) -> None:
     """Append colour-bleed artifacts: a faint halo of `colour` detached from its solid pixels (module doc, 6)."""
     smooth = ndimage.uniform_filter(alpha_k, size=3)
-    near = ndimage.binary_dilation(solid, structure=_EIGHT, iterations=BLEED_DISTANCE)
+    near = _box_filter(solid, BLEED_DISTANCE)  # = binary_dilation(_EIGHT, iterations=BLEED_DISTANCE)
     halo = (smooth >= BLEED_ALPHA) & (alpha_k < 0.5) & ~near
     if not halo.any():
         return

@@ -8,6 +8,8 @@ the items with a true artifact — the second separates what the model found fro
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/rahf_heatmap_diagnostics.py \\
         --configs '[{}, {"labels": "oracle"}, {"score_weight": 0, "keyword_weight": 0}]'
+    # the misaligned keywords too (the marker's margin chosen on dev, as notebook 30 does)
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/rahf_heatmap_diagnostics.py --keywords --configs '[{}, {"labels": "oracle"}]'
 
 Each config is a JSON object of `RichTrainConfig` fields, `RAHFConfig` fields (prefixed "model_") and "labels"
 ("panel": the consolidated points of notebook 30's panel; "oracle": a noise-free panel's); unset fields take
@@ -48,9 +50,10 @@ def build(seed: int, cache: str):
     return data
 
 
-def run_config(config: dict, data: dict, seed: int) -> dict:
+def run_config(config: dict, data: dict, seed: int, keywords: bool = False) -> dict:
     from feedbacklab import evaluation as ev
-    from feedbacklab.models.rahf import RichTrainConfig, build_rahf, fit_rich_model
+    from feedbacklab.metrics import keyword_prf
+    from feedbacklab.models.rahf import RichTrainConfig, build_rahf, calibrate_keyword_margin, fit_rich_model
 
     config = dict(config)
     source = config.pop("labels", "panel")
@@ -64,7 +67,9 @@ def run_config(config: dict, data: dict, seed: int) -> dict:
                              progress=False)
     seconds = time.time() - t0
     test_images, test = data["test"]
-    pred = model.predict(test_images, [lab.prompt for lab in test["panel"]], keywords=False)
+    if keywords:   # the marker margin chosen on dev, as notebook 30 does; scored against both label sources
+        calibrate_keyword_margin(model, data["dev"][0], data["dev"][1][source])
+    pred = model.predict(test_images, [lab.prompt for lab in test["panel"]], keywords=keywords)
     row = {"train_s": round(seconds), "train_heatmap_loss": history[-1]["heatmap"]}
     panel_m = ev.rich_feedback_metrics({"heatmaps": pred["heatmaps"]}, test["panel"])
     oracle_m = ev.rich_feedback_metrics({"heatmaps": pred["heatmaps"]}, test["oracle"])
@@ -73,6 +78,10 @@ def run_config(config: dict, data: dict, seed: int) -> dict:
             row[f"{kind}_{metric} (panel maps)"] = panel_m[f"{kind}_{metric}"]
             row[f"{kind}_{metric} (oracle maps)"] = oracle_m[f"{kind}_{metric}"]
         row[f"{kind} pred max (mean)"] = float(pred["heatmaps"][kind].reshape(len(test_images), -1).max(1).mean())
+    if keywords:
+        for src in ("panel", "oracle"):
+            p, r, f1 = keyword_prf([list(k) for k in pred["keywords"]], [list(lab.keywords) for lab in test[src]])
+            row |= {f"keyword P/R/F1 ({src} labels)": f"{p:.3f} / {r:.3f} / {f1:.3f}"}
     return row
 
 
@@ -80,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="[{}]", help="JSON list of config objects (see the module docstring)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keywords", action="store_true", help="also decode keywords (margin chosen on dev) and score them")
     parser.add_argument("--cache", default="reports/cpu/30_richhf_rahf/cache", help="notebook 30's feedback-set cache")
     args = parser.parse_args()
     configs = json.loads(args.configs)
@@ -93,7 +103,7 @@ def main() -> None:
               f"{np.mean([lab.heatmaps['implausible'].max() > 0 for lab in labels['panel']]):.1%}, oracle "
               f"{np.mean([lab.heatmaps['implausible'].max() > 0 for lab in labels['oracle']]):.1%}")
     for config in configs:
-        row = run_config(config, data, args.seed)
+        row = run_config(config, data, args.seed, args.keywords)
         print(json.dumps(config), json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
               flush=True)
 

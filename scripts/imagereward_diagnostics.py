@@ -12,6 +12,10 @@ accuracy per epoch and the preference accuracy against the oracle on the held-ou
     OMP_NUM_THREADS=1 .venv/bin/python scripts/imagereward_diagnostics.py --prompt-scale 3 --configs '[{}, {"labels": "oracle"}]'
     # does the backbone encode what the reward must learn? ridge probes of the oracle's aspects, per block
     OMP_NUM_THREADS=1 .venv/bin/python scripts/imagereward_diagnostics.py --probe
+    # what would the target need? clip-score plus w x the oracle's true plausibility / aesthetics (z-scored)
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/imagereward_diagnostics.py --bound
+    # any of these on another backbone (e.g. a CLIP trained with quality captions, scripts/pretrain.py)
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/imagereward_diagnostics.py --probe --clip /tmp/clip-quality
 
 Each config is a JSON object of `RankingTrainConfig` fields plus "labels" ("panel" or "oracle") and
 "freeze_fraction"; unset fields take notebook 20's values.
@@ -53,7 +57,7 @@ def build(prompt_scale: float, seed: int, cache: str):
     return train_p, train_set, ranked, test_set, {k: v[0] for k, v in labels.items()}, images
 
 
-def run_config(config: dict, train_p, rankings, images, test_set, seed: int) -> dict:
+def run_config(config: dict, train_p, rankings, images, test_set, seed: int, clip: str = "shapes-clip") -> dict:
     from feedbacklab import metrics as M
     from feedbacklab.rewards import RankingTrainConfig, fit_ranking_reward, load_reward
 
@@ -62,7 +66,7 @@ def run_config(config: dict, train_p, rankings, images, test_set, seed: int) -> 
     val_p = set(train_p[::5])
     rs = rankings[source]
     t0 = time.perf_counter()
-    reward = load_reward("imagereward", clip="shapes-clip", device="cpu", freeze_fraction=freeze)
+    reward = load_reward("imagereward", clip=clip, device="cpu", freeze_fraction=freeze)
     hist = fit_ranking_reward(reward, [r for r in rs if r.prompt not in val_p], images,
                               RankingTrainConfig(**(DEFAULTS | {"seed": seed} | config)),
                               val_rankings=[r for r in rs if r.prompt in val_p], val_images=images, progress=False)
@@ -74,7 +78,7 @@ def run_config(config: dict, train_p, rankings, images, test_set, seed: int) -> 
             "val_pair_acc": [round(h["val_pair_accuracy"], 3) for h in hist], "seconds": round(time.perf_counter() - t0)}
 
 
-def probe(train_set, ranked, test_set) -> None:
+def probe(train_set, ranked, test_set, clip: str = "shapes-clip") -> None:
     """Ridge probes of each latent aspect on shapes-clip's mean patch tokens after each block and on its embedding,
     fit on the training images, scored by the within-prompt pair accuracy on the test images."""
     from sklearn.linear_model import RidgeCV
@@ -82,7 +86,7 @@ def probe(train_set, ranked, test_set) -> None:
     from feedbacklab import metrics as M
     from feedbacklab.rewards import ClipBackbone
 
-    backbone = ClipBackbone.from_name("shapes-clip", device="cpu")
+    backbone = ClipBackbone.from_name(clip, device="cpu")
     visual = backbone.model.visual
 
     @torch.no_grad()
@@ -106,11 +110,38 @@ def probe(train_set, ranked, test_set) -> None:
             print(json.dumps({"probe": aspect, "features": name, "within_prompt_pair_acc": round(acc, 3)}), flush=True)
 
 
+def bound(test_set, clip: str = "shapes-clip") -> None:
+    """Preference accuracy against the oracle of ``clip-score`` plus w × the oracle's true plausibility and/or
+    aesthetics (each z-scored): how much a reward that saw those aspects perfectly could gain over CLIP, and the
+    within-prompt spread of each aspect (what a backbone must resolve)."""
+    from feedbacklab import metrics as M
+    from feedbacklab.rewards import load_reward
+
+    prompts = list(test_set.prompts)
+    latent = {k: np.array([r["latent"][k] for r in test_set.records]) for k in ("alignment", "plausibility", "aesthetics", "overall")}
+    with torch.no_grad():
+        clip_s = load_reward("clip-score", clip=clip, device="cpu").score(prompts, test_set.tensors()).numpy()
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    acc = lambda s: round(M.pairwise_accuracy(s, latent["overall"], prompts), 3)  # noqa: E731
+    groups = [np.array([i for i, q in enumerate(prompts) if q == p]) for p in dict.fromkeys(prompts)]
+    for aspect, v in latent.items():
+        print(json.dumps({"aspect": aspect, "mean": round(float(v.mean()), 3),
+                          "within_prompt_std": round(float(np.mean([v[g].std() for g in groups])), 3),
+                          "pref_acc_ordering_by_it_alone": acc(v)}))
+    print(json.dumps({"reward": "clip-score", "pref_acc_vs_oracle": acc(clip_s)}))
+    for w in (0.5, 1.0, 2.0):
+        for name, extra in (("plausibility", z(latent["plausibility"])), ("aesthetics", z(latent["aesthetics"])),
+                            ("plausibility+aesthetics", z(latent["plausibility"]) + z(latent["aesthetics"]))):
+            print(json.dumps({"reward": f"clip-score + {w:g} x true {name}", "pref_acc_vs_oracle": acc(z(clip_s) + w * extra)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", default="[{}]", help="JSON list of configs (see the module docstring), one run each")
     ap.add_argument("--prompt-scale", type=float, default=1.0, help="training prompts x this (test prompts: 24)")
     ap.add_argument("--probe", action="store_true", help="ridge probes of the oracle's aspects instead of training")
+    ap.add_argument("--bound", action="store_true", help="clip-score plus the oracle's true aspects: the target's headroom")
+    ap.add_argument("--clip", default="shapes-clip", help="the backbone: a shipped name, a directory or an OpenCLIP name")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="reports/cache/imagereward_diagnostics", help="where generated sets are cached")
     args = ap.parse_args()
@@ -120,17 +151,19 @@ def main() -> None:
     torch.set_num_threads(1)
     train_p, train_set, ranked, test_set, rankings, images = build(args.prompt_scale, args.seed, args.cache)
     if args.probe:
-        return probe(train_set, ranked, test_set)
+        return probe(train_set, ranked, test_set, args.clip)
+    if args.bound:
+        return bound(test_set, args.clip)
     from feedbacklab import metrics as M
     from feedbacklab.rewards import load_reward
 
     with torch.no_grad():
-        clip = load_reward("clip-score", clip="shapes-clip", device="cpu").score(test_set.prompts, test_set.tensors()).numpy()
+        clip = load_reward("clip-score", clip=args.clip, device="cpu").score(test_set.prompts, test_set.tensors()).numpy()
     truth = np.array([r["latent"]["overall"] for r in test_set.records])
     print(json.dumps({"train_prompts": len(train_p), "test_prompts": len(set(test_set.prompts)),
                       "clip_score_test_pref_acc_vs_oracle": round(M.pairwise_accuracy(clip, truth, test_set.prompts), 4)}))
     for config in configs:
-        print(json.dumps(run_config(config, train_p, rankings, images, test_set, args.seed)), flush=True)
+        print(json.dumps(run_config(config, train_p, rankings, images, test_set, args.seed, args.clip)), flush=True)
 
 
 if __name__ == "__main__":

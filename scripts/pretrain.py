@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hard-negatives", type=int, default=4, help="clip: one-attribute edits per image")
     ap.add_argument("--focus", default="", help="clip: attributes whose every edit is a hard negative, e.g. count,relation")
     ap.add_argument("--cosine", action="store_true", help="clip: cosine learning-rate decay to 0 at --steps")
+    ap.add_argument("--quality-captions", type=float, default=0.0,
+                    help="clip: share of captions that also state the image's quality (models.clip.quality_caption)")
+    ap.add_argument("--quality-negatives", type=int, default=2, help="clip: other quality captions as hard negatives")
     ap.add_argument("--crop", action="store_true", help="captioner: random-crop augmentation, captions unchanged")
     ap.add_argument("--clip", default=None, help="evaluate: a CLIP model to score retrieval on generated images")
     ap.add_argument("--guidance", type=float, default=None, help="evaluate: guidance scale")
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.component == "clip":
         from feedbacklab.models.clip import pretrain_clip
         res = pretrain_clip(a.out, seed=a.seed, hard_negatives=a.hard_negatives, cosine=a.cosine,
+                            quality_captions=a.quality_captions, quality_negatives=a.quality_negatives,
                             focus_attributes=tuple(f for f in a.focus.split(",") if f), **opt)
     elif a.component == "captioner":
         from feedbacklab.models.captioner import pretrain_captioner

@@ -168,6 +168,28 @@ def test_clip_save_and_reload_through_open_clip(tmp_path):
         again.similarity(prompts[:2], images)
 
 
+def test_quality_captions_state_kind_and_degree_and_variants_exclude_their_own():
+    from feedbacklab.models.clip import QUALITY_WORDS, build_clip, quality_caption, quality_variants, train_clip
+
+    prompt = "three red squares on a white background"
+    assert quality_caption(prompt) == f"a clean picture of {prompt}"
+    assert quality_caption(prompt, "blur", 0.3) == f"a slightly blurry picture of {prompt}"
+    assert quality_caption(prompt, "blur", 0.6) == f"a blurry picture of {prompt}"
+    assert quality_caption(prompt, "fused", 0.9) == f"a very doubled picture of {prompt}"
+    with pytest.raises(ValueError, match="accepted"):
+        quality_caption(prompt, "sepia", 0.5)
+    for kind, strength in ((None, 0.0), ("noise", 0.5), ("jpeg", 0.95)):
+        variants = {quality_caption(prompt, k, s) for k, s in quality_variants(kind, strength)}
+        assert quality_caption(prompt, kind, strength) not in variants
+        assert len(variants) == 3 * (len(QUALITY_WORDS) - 1)  # clean + 9 kinds x 3 degrees, less its own
+    clip = build_clip(seed=0)
+    stats = train_clip(clip, steps=2, batch_size=8, n_images=32, quality_captions=1.0, hard_negatives=4,
+                       quality_negatives=2, log=lambda m: None)
+    assert stats["quality_captions"] == 1.0 and stats["steps"] == 2
+    with pytest.raises(ValueError, match="quality_negatives"):
+        train_clip(clip, steps=1, batch_size=8, n_images=32, hard_negatives=2, quality_negatives=3, log=lambda m: None)
+
+
 def test_hard_negatives_put_every_focus_edit_first_and_fill_at_random():
     from feedbacklab.models.clip import HardNegatives
 

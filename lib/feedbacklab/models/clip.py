@@ -140,10 +140,45 @@ def load_clip_dir(path: str | Path, device: str | torch.device = "cpu") -> Loade
 # ------------------------------------------------------------------------------------------ training
 def corrupt_image(image: np.ndarray, scene: Any, rng: random.Random) -> np.ndarray:
     """One random ``world.corrupt`` corruption that keeps the prompt true (photometric or artifact kinds)."""
+    return corrupt_image_with_kind(image, scene, rng)[0]
+
+
+def corrupt_image_with_kind(image: np.ndarray, scene: Any, rng: random.Random) -> tuple[np.ndarray, str, float]:
+    """:func:`corrupt_image` that also returns the corruption's kind and strength (for quality captions)."""
     from feedbacklab.world import corrupt
 
     kind = rng.choice(corrupt.PHOTOMETRIC + corrupt.ARTIFACT_KINDS)
-    return corrupt.apply(kind, image, scene, rng, strength=rng.uniform(0.2, 1.0))[0]
+    strength = rng.uniform(0.2, 1.0)
+    return corrupt.apply(kind, image, scene, rng, strength=strength)[0], kind, strength
+
+
+#: The word a web caption would use for each ``world.corrupt`` kind (``None``: a clean image).
+QUALITY_WORDS: dict[str | None, str] = {
+    None: "clean", "noise": "noisy", "blur": "blurry", "jpeg": "blocky", "color_jitter": "faded",
+    "malformed": "warped", "off_palette": "stained", "fragment": "chipped", "fused": "doubled",
+    "color_bleed": "smudged"}
+#: Degree words by corruption strength (in U(0.2, 1)): below .45 "slightly", from .75 "very".
+QUALITY_DEGREES = ((0.45, "slightly "), (0.75, ""), (float("inf"), "very "))
+
+
+def quality_caption(prompt: str, kind: str | None = None, strength: float = 0.0) -> str:
+    """``prompt`` as a caption that also states the image's quality: "a very blurry picture of <prompt>".
+
+    Real CLIPs see image quality because web captions say it ("a blurry photo of ..."); the LAION aesthetic
+    predictor and ImageReward's backbone rely on that. ``kind`` is a ``world.corrupt`` kind or ``None`` (clean).
+    """
+    if kind not in QUALITY_WORDS:
+        raise ValueError(f"unknown corruption kind {kind!r}; accepted: {[k for k in QUALITY_WORDS if k]} or None")
+    degree = "" if kind is None else next(d for limit, d in QUALITY_DEGREES if strength < limit)
+    return f"a {degree}{QUALITY_WORDS[kind]} picture of {prompt}"
+
+
+def quality_variants(kind: str | None, strength: float) -> list[tuple[str | None, float]]:
+    """Every (kind, strength) whose :func:`quality_caption` differs from this one's: other kinds, other degrees."""
+    strengths = (0.3, 0.6, 0.9)  # one per degree
+    options = [(None, 0.0)] + [(k, s) for k in QUALITY_WORDS if k for s in strengths]
+    mine = quality_caption("", kind, strength)
+    return [(k, s) for k, s in options if quality_caption("", k, s) != mine]
 
 
 def _soft_targets(keys: Sequence[str]) -> torch.Tensor:
@@ -178,8 +213,8 @@ class HardNegatives:
 
 def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: int = 20_000, lr: float = 1e-3,
                corrupt_prob: float = 0.5, hard_negatives: int = 4, focus_attributes: Sequence[str] = (),
-               cosine: bool = False, seed: int = 0, time_budget_s: float | None = None, log: Log = print,
-               log_every: int = 50) -> dict[str, Any]:
+               cosine: bool = False, quality_captions: float = 0.0, quality_negatives: int = 2, seed: int = 0,
+               time_budget_s: float | None = None, log: Log = print, log_every: int = 50) -> dict[str, Any]:
     """Contrastive training (Radford et al. 2021, InfoNCE both ways) plus a hard-negative term.
 
     The hard-negative term is cross-entropy of the image against its true prompt and ``hard_negatives`` of
@@ -188,11 +223,21 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
     ``cosine`` decays the learning rate to 0 at ``steps`` after the warm-up (else it stays constant).
     Images: seen-split renders, a share ``corrupt_prob`` corrupted with ``world.corrupt`` photometric/artifact
     kinds (those that keep the prompt true).
+
+    ``quality_captions``: the share of images whose caption also states their quality (:func:`quality_caption`:
+    "a clean picture of …", "a very blurry picture of …"); their hard negatives are ``quality_negatives`` other
+    quality captions of the same prompt, then attribute edits in the image's own quality caption. With 0 (the
+    first shipped CLIP) every caption is the bare prompt, so the embedding learns to ignore quality: a reward or
+    aesthetic head on it cannot see noise, blur or artifacts. The other captions stay bare prompts, so the
+    similarity to a bare prompt (``clip-score``) stays trained to be invariant to quality.
     """
     from feedbacklab import world
 
     if steps < 0 or batch_size < 2:
         raise ValueError(f"need steps >= 0 and batch_size >= 2, got {steps}, {batch_size}")
+    if not 0.0 <= quality_captions <= 1.0 or not 0 <= quality_negatives <= hard_negatives:
+        raise ValueError(f"need quality_captions in [0, 1] and 0 <= quality_negatives <= hard_negatives "
+                         f"({hard_negatives}), got {quality_captions}, {quality_negatives}")
     t0 = time.time()
     torch.manual_seed(seed)
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
@@ -206,15 +251,33 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
     run = WarmupSteps(opt, lr, 100, steps, batch_size, "clip", log, log_every, time_budget_s, cosine=cosine)
     texts_all = negatives.texts()
     tokens = dict(zip(texts_all, clip.tokenizer(texts_all)))
+
+    def token_ids(texts: list[str]) -> torch.Tensor:
+        new = [t for t in dict.fromkeys(texts) if t not in tokens]
+        tokens.update(zip(new, clip.tokenizer(new)) if new else ())
+        return torch.stack([tokens[t] for t in texts])
+
     while run.running():
         idx = torch.randint(n_images, (batch_size,), generator=gen).tolist()
-        batch = np.stack([corrupt_image(images[i], scenes[i], rng) if rng.random() < corrupt_prob else images[i]
-                          for i in idx])
-        texts = [prompts[i] for i in idx]
-        hard = [negatives(t, hard_negatives, rng) for t in texts]
+        batch, texts, hard = [], [], []
+        for i in idx:
+            image, kind, strength = images[i], None, 0.0
+            if rng.random() < corrupt_prob:
+                image, kind, strength = corrupt_image_with_kind(images[i], scenes[i], rng)
+            batch.append(image)
+            edits = negatives(prompts[i], hard_negatives, rng)
+            if rng.random() < quality_captions:
+                others = rng.sample(quality_variants(kind, strength), quality_negatives)
+                texts.append(quality_caption(prompts[i], kind, strength))
+                hard.append([quality_caption(prompts[i], k_, s_) for k_, s_ in others]
+                            + [quality_caption(e, kind, strength) for e in edits[:hard_negatives - quality_negatives]])
+            else:
+                texts.append(prompts[i])
+                hard.append(edits)
+        batch = np.stack(batch)
         k = min(len(h) for h in hard)
         img = F.normalize(model.encode_image(clip.normalize(wdata.to_tensor(batch))), dim=-1)
-        ids = torch.stack([tokens[t] for t in texts + [n for h in hard for n in h[:k]]])
+        ids = token_ids(texts + [n for h in hard for n in h[:k]])
         txt = F.normalize(model.encode_text(ids), dim=-1)
         pos, neg = txt[:batch_size], txt[batch_size:].view(batch_size, k, -1)
         scale = model.logit_scale.exp().clamp(max=100)
@@ -232,20 +295,21 @@ def train_clip(clip: LoadedClip, steps: int, batch_size: int = 128, n_images: in
     return {"steps": run.step, "batch_size": batch_size, "n_images": n_images, "lr": lr, "corrupt_prob": corrupt_prob,
             "corruptions": list(corrupt.PHOTOMETRIC + corrupt.ARTIFACT_KINDS) + ["strength ~ U(0.2, 1)"],
             "hard_negatives": hard_negatives, "focus_attributes": list(focus_attributes), "cosine": cosine,
-            "seed": seed, "split": "seen", "family_mix": wdata.FAMILY_MIX,
+            "quality_captions": quality_captions, "quality_negatives": quality_negatives, "seed": seed, "split": "seen", "family_mix": wdata.FAMILY_MIX,
             "final_loss": round(run.loss_avg, 4), "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
 
 
 def pretrain_clip(out_dir: str | Path, steps: int = 3000, batch_size: int = 128, n_images: int = 20_000,
                   lr: float = 1e-3, hard_negatives: int = 4, focus_attributes: Sequence[str] = (),
-                  cosine: bool = False, seed: int = 0, time_budget_s: float | None = None, eval_n: int = 500,
-                  log: Log = print) -> dict:
+                  cosine: bool = False, quality_captions: float = 0.0, quality_negatives: int = 2, seed: int = 0,
+                  time_budget_s: float | None = None, eval_n: int = 500, log: Log = print) -> dict:
     """Build, train, save the tiny OpenCLIP into ``out_dir`` and record its retrieval on renders (``eval_n`` each)."""
     from feedbacklab.models.evaluate import evaluate_shipped_clip
 
     clip = build_clip(NAME, seed=seed)
     stats = train_clip(clip, steps=steps, batch_size=batch_size, n_images=n_images, lr=lr,
-                       hard_negatives=hard_negatives, focus_attributes=focus_attributes, cosine=cosine, seed=seed,
+                       hard_negatives=hard_negatives, focus_attributes=focus_attributes, cosine=cosine,
+                       quality_captions=quality_captions, quality_negatives=quality_negatives, seed=seed,
                        time_budget_s=time_budget_s, log=log)
     save_clip(clip, out_dir)
     update_card(out_dir, training=stats)

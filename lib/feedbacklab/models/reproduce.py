@@ -26,7 +26,8 @@ _VAE_KEYS = ("steps", "batch_size", "n_images", "lr", "seed")
 _UNET_KEYS = ("batch_size", "n_images", "cfg_dropout", "ema_decay", "seed")
 _KEYS = ("steps", "batch_size", "n_images", "lr", "seed")  # clip and captioner (and noisy-captions)
 #: CLIP options a card may record, with the value of cards written before they existed.
-_CLIP_OPTIONS = {"hard_negatives": 4, "focus_attributes": (), "cosine": False}
+_CLIP_OPTIONS = {"hard_negatives": 4, "focus_attributes": (), "cosine": False, "quality_captions": 0.0,
+                 "quality_negatives": 2}
 
 
 @dataclass(frozen=True)

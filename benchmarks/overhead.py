@@ -1,6 +1,7 @@
 """What each layer of feedbacklab costs over the raw libraries it wraps (diffusers, open_clip, torch), on one CPU thread.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/overhead.py [--repeats 5] [--steps 20] [--batches 1 2 4 8] [--quick]
+Usage: OMP_NUM_THREADS=1 python benchmarks/overhead.py [--repeats 5] [--steps 20] [--batches 1 2 4 8]
+       [--sizes 64 128] [--quick]
 
 Each pair is measured on the same inputs: one untimed warm-up of each side, then ``--repeats`` rounds that call the
 library and the raw code in turn, the order reversed every other round (AB BA …, so drift hits both); the table
@@ -10,6 +11,10 @@ shows medians and the overhead library/raw − 1 next to the issue's targets:
   scoring       ``load_reward("clip-score").score`` vs open_clip by hand (normalise, encode_image/_text, cos) ≤ 5 %
   fine-tuning   ``reward_weighted_finetune``, marginal cost per optimiser step vs a bare torch loop          ≤ 10 %
   oracle        ``world.judge`` on generated 64 px images                                              ≥ 500 images/s
+Two growth tables follow: sampling and scoring at each ``--batches`` size (64 px), and sampling, scoring and the oracle
+at each ``--sizes`` image side (at the largest batch). The shipped UNet and VAE are convolutional, so they sample at
+any multiple of 8 latent pixels; the CLIP's ViT takes 64 px, so larger images are resized to it before scoring (by
+the library and by the raw code alike); the oracle reads any size.
 The fine-tuning step is the difference between a short and a long run (same data) divided by the step difference,
 so one-off setup (VAE posteriors of the data set, text states, optimiser) is excluded and reported on its own line;
 the bare loop precomputes the same posteriors and text states once, as the library does, and per step draws a
@@ -149,8 +154,16 @@ def bench_trajectories(pipe: Any, prompts: list[str], steps: int, guidance: floa
                     num_inference_steps=steps, guidance_scale=guidance, eta=eta).images
 
     times, warm = interleaved({"lib": lib, "raw": raw}, repeats)
+    check = f"max|d img| {max_diff(warm['lib'], warm['raw']):.1e}"
+    broken = torch.isnan(warm["raw"]).flatten(1).any(1)
+    if broken.any():  # diffusers' DDIM step takes sqrt(1 - a_prev - sigma^2) of an exact 0 rounded below 0
+        finite = ~broken
+        check = (f"raw pipeline NaN in {int(broken.sum())}/{b} images (diffusers #5969: DDIM eta > 0 on a zero-SNR "
+                 f"schedule); ours NaN in {int(torch.isnan(warm['lib']).flatten(1).any(1).sum())}"
+                 + (f"; max|d img| on the rest {max_diff(warm['lib'][finite], warm['raw'][finite]):.1e}"
+                    if finite.any() else ""))
     return Row.pair("DDPO trajectories", f"batch {b}, {steps} DDIM steps, eta {eta}, CFG {guidance}", times,
-                    TARGET_SAMPLING, f"max|d img| {max_diff(warm['lib'], warm['raw']):.1e}")
+                    TARGET_SAMPLING, check)
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -278,6 +291,53 @@ def bench_finetune(pipe: Any, images: torch.Tensor, prompts: list[str], rewards:
                 best_setup["lib"], best_setup["raw"])]
 
 
+# ---------------------------------------------------------------------------------------------- image size
+def bench_sizes(pipe: Any, reward: Any, clip: Any, prompts: list[str], sizes: list[int], batch: int, steps: int,
+                guidance: float, repeats: int, inner: int) -> dict[int, dict[str, Any]]:
+    """size → sampling (lib / raw ms per round), scoring (lib / raw ms per round, text cache emptied) and the oracle
+    (ms per round over the batch, one image at a time), all on ``batch`` images generated at ``size`` px."""
+    p, seeds, out = prompts[:batch], list(range(batch)), {}
+    cache = reward.backbone._text_cache
+    for size in sizes:
+        sampler = SamplerConfig(num_inference_steps=steps, guidance_scale=guidance, height=size, width=size)
+
+        def raw() -> torch.Tensor:
+            generators = [torch.Generator().manual_seed(s) for s in seeds]
+            return pipe(prompt=p, generator=generators, output_type="pt", num_inference_steps=steps,
+                        guidance_scale=guidance, height=size, width=size).images
+
+        sample_t, warm = interleaved({"lib": lambda: sample_images(pipe, p, seeds, sampler, batch_size=batch,
+                                                                   progress=False), "raw": raw}, repeats)
+        x = warm["lib"]
+
+        def cold() -> torch.Tensor:
+            cache.clear()
+            return reward.score(p, x)
+
+        score_t, score_warm = interleaved({"lib": cold, "raw": lambda: raw_clip_score(clip, p, x)}, repeats, inner)
+        arrays = to_uint8(x)
+        oracle_t, _ = interleaved({"lib": lambda: [world.judge(q, a) for q, a in zip(p, arrays)]}, repeats)
+        out[size] = {"sampling": sample_t, "sampling_diff": max_diff(warm["lib"], warm["raw"]), "scoring": score_t,
+                     "scoring_diff": max_diff(score_warm["lib"], score_warm["raw"]), "oracle": oracle_t["lib"],
+                     "shape": tuple(x.shape[-2:])}
+    return out
+
+
+def print_sizes(sizes: dict[int, dict[str, Any]], batch: int) -> None:
+    """Median ms per image of sampling and scoring (library / raw) and oracle images/s per image side."""
+    first = next(iter(sizes))
+    print(f"{'size':>5s} | {'sampling ms/img: lib':>20s} {'raw':>8s} {'x 64px':>7s} | {'scoring ms/img: lib':>19s} "
+          f"{'raw':>6s} {'x 64px':>7s} | {'oracle img/s':>12s}  check (batch {batch})")
+    base = {k: medians(sizes[first][k])["lib"] for k in ("sampling", "scoring")}
+    for size, r in sizes.items():
+        s, c = medians(r["sampling"]), medians(r["scoring"])
+        rate = 1000 * batch / statistics.median(r["oracle"])
+        print(f"{size:5d} | {s['lib'] / batch:20.1f} {s['raw'] / batch:8.1f} {s['lib'] / base['sampling']:7.2f} | "
+              f"{c['lib'] / batch:19.2f} {c['raw'] / batch:6.2f} {c['lib'] / base['scoring']:7.2f} | {rate:12.0f}  "
+              f"images {r['shape'][0]}x{r['shape'][1]}, max|d img| {r['sampling_diff']:.1e}, "
+              f"max|d score| {r['scoring_diff']:.1e}")
+
+
 # --------------------------------------------------------------------------------------------------- oracle
 def bench_oracle(prompts: list[str], images: np.ndarray, repeats: int) -> Row:
     """ms per image of ``world.judge`` over the generated uint8 images, one at a time (as bench_judge.py)."""
@@ -321,6 +381,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (median kept)")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of sampling and trajectories")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8], help="batch sizes of the growth table")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128],
+                        help="image sides of the size table (multiples of 8 x the VAE factor; 64 is the shipped size)")
     parser.add_argument("--n-data", type=int, default=64, help="generated images for scoring, oracle and fine-tuning")
     parser.add_argument("--train-batch", type=int, default=16, help="fine-tuning batch size")
     parser.add_argument("--epochs", type=int, nargs=2, default=[1, 4],
@@ -365,11 +427,15 @@ def main() -> None:
     rows += bench_finetune(pipe, images, prompts, score_rewards(reward, prompts, images), args.train_batch,
                            tuple(args.epochs), args.repeats)
     rows.append(bench_oracle(prompts, to_uint8(images), args.repeats))
+    by_size = bench_sizes(pipe, reward, clip, prompts, args.sizes, b, args.steps, guidance, args.repeats,
+                          args.score_inner)
 
     print()
     print_table(rows)
     print()
     print_growth(sampling, scoring)
+    print()
+    print_sizes(by_size, b)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"\npeak RSS {peak:.0f} MiB; wall {time.perf_counter() - t_start:.0f} s")
 

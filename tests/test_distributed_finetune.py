@@ -174,3 +174,16 @@ def test_indivisible_batch_fails_before_any_work(runs):
         assert "batch_size = 3 must be divisible by the number of processes (2)" in r["error"]["message"]
         assert r["error"]["untouched"]
     assert not list(multi.glob("bad-rank*"))
+
+
+def test_more_cuda_processes_than_gpus_is_refused_before_joining(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="4 processes were launched on device 'cuda' but 2 GPU"):
+        distributed.setup(torch.device("cuda"))
+    distributed.check_devices(torch.device("cpu"))  # gloo on CPU: any number of processes
+
+
+def test_launch_refuses_a_bad_process_count():
+    with pytest.raises(ValueError, match="num_processes must be a positive integer"):
+        distributed.launch(print, num_processes=0)

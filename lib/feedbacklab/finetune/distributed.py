@@ -68,6 +68,7 @@ def setup(device: torch.device) -> torch.device:
     (``cuda:LOCAL_RANK`` when ``device`` is CUDA, else ``device``)."""
     if world_size() == 1:
         return device
+    check_devices(device)
     from accelerate import PartialState
 
     state = PartialState(cpu=device.type == "cpu")
@@ -75,6 +76,16 @@ def setup(device: torch.device) -> torch.device:
         raise RuntimeError(f"{world_size()} processes were launched but accelerate's state was created before the "
                            "launch, without a process group: create no Accelerator / PartialState before launching")
     return state.device if device.type == "cuda" else device
+
+
+def check_devices(device: torch.device) -> None:
+    """Refuse, before any work, a CUDA launch with more processes than visible GPUs (one GPU per process)."""
+    if device.type != "cuda":
+        return
+    gpus = torch.cuda.device_count()
+    if world_size() > gpus:
+        raise ValueError(f"{world_size()} processes were launched on device 'cuda' but {gpus} GPU(s) are visible; "
+                         f"launch at most {gpus} processes (one GPU each), or use device='cpu' (gloo)")
 
 
 def check_divisible(**sizes: int) -> None:
@@ -167,6 +178,8 @@ def launch(fn: Callable[..., Any], *args: Any, num_processes: int = 2, port: int
     ``fn``'s return value is dropped: the methods write their results (``output_dir``) on the main process."""
     from accelerate import notebook_launcher
 
+    if not isinstance(num_processes, int) or num_processes < 1:
+        raise ValueError(f"num_processes must be a positive integer, got {num_processes!r}")
     threads = max(1, torch.get_num_threads() // num_processes)
     notebook_launcher(_in_process, (fn, threads, args, kwargs), num_processes=num_processes,
                       use_port=str(port or _free_port()))

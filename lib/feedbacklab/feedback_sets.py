@@ -10,6 +10,7 @@ same inputs reuses it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -50,8 +51,12 @@ def sample_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], sampl
                   batch_size: int = 32, progress: bool = True, desc: str = "sampling") -> torch.Tensor:
     """One image per (prompt, seed) from a diffusers pipeline → (N, 3, H, W) float in [0, 1] on CPU.
 
-    Each image's initial noise comes from its own CPU generator, so results do not depend on batching."""
+    Each image's initial noise comes from its own CPU generator, so results do not depend on batching. With
+    ``eta > 0`` a DDIM scheduler's steps run through ``finetune.ddim_logprob.nan_safe_ddim_steps``: diffusers' own
+    step returns NaN images at η = 1 on the shipped zero-SNR schedule on some CPUs (diffusers #5969)."""
     from tqdm.auto import tqdm
+
+    from feedbacklab.finetune.ddim_logprob import nan_safe_ddim_steps
 
     sampler = sampler or SamplerConfig()
     if len(prompts) != len(seeds):
@@ -63,8 +68,9 @@ def sample_images(pipe: Any, prompts: Sequence[str], seeds: Sequence[int], sampl
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress):
         chunk = slice(start, start + batch_size)
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[chunk]]
-        images = pipe(prompt=list(prompts[chunk]), generator=generators, output_type="pt",
-                      **dataclasses.asdict(sampler)).images
+        with nan_safe_ddim_steps(pipe.scheduler) if sampler.eta > 0 else contextlib.nullcontext():
+            images = pipe(prompt=list(prompts[chunk]), generator=generators, output_type="pt",
+                          **dataclasses.asdict(sampler)).images
         out.append(images.float().clamp(0, 1).cpu())
     return torch.cat(out) if out else torch.zeros(0, 3, 1, 1)
 

@@ -14,10 +14,18 @@ The log-probability is the sum over latent dimensions (the true density) or, wit
 mean over them as ddpo-pytorch and trl return it (their clip range 1e-4 is tuned for the mean). trl 0.23.1
 clamps the previous timestep at 0 before choosing ``ᾱ_{t−1}``, so on a scheduler with ``set_alpha_to_one=True``
 its last step differs from diffusers'; this module follows diffusers.
+
+One deliberate difference: the direction term ``sqrt(1 − ᾱ_{t−1} − σ_t²)`` is clamped at 0. At η = 1 on a zero-SNR
+schedule (the shipped generators'), the first step makes that argument an exact 0, which rounds below 0 on some
+CPUs, and diffusers' step returns NaN latents for the whole batch (diffusers issue #5969).
+:func:`nan_safe_ddim_steps` routes a pipeline's own ``scheduler.step`` through this step for η > 0, so plain
+sampling with η > 0 (``feedback_sets.sample_images``) does not hit it either.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -137,3 +145,33 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep: torc
         prev_sample = mean.detach() + std * noise.to(mean.device)
     log_prob = gaussian_log_prob(prev_sample.detach().float(), mean, std, reduction)
     return DDIMStepOutput(prev_sample.to(sample.dtype), log_prob, mean, std)
+
+
+@contextmanager
+def nan_safe_ddim_steps(scheduler) -> Iterator[None]:
+    """Within the block, ``scheduler.step(..., eta > 0)`` of a ``DDIMScheduler`` is :func:`ddim_step_with_logprob`'s
+    sample (the same mean, σ_t and per-generator noise as diffusers', with the direction term clamped at 0: no NaN
+    at η = 1 on zero-SNR schedules, diffusers #5969). Deterministic steps (η = 0), explicit ``variance_noise`` and
+    ``use_clipped_model_output`` go to diffusers' own step; other schedulers are left alone."""
+    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+
+    if not isinstance(scheduler, DDIMScheduler):
+        yield
+        return
+    original = scheduler.step
+
+    def step(model_output: torch.Tensor, timestep: int, sample: torch.Tensor, eta: float = 0.0,
+             use_clipped_model_output: bool = False, generator=None, variance_noise: torch.Tensor | None = None,
+             return_dict: bool = True):
+        if eta <= 0 or variance_noise is not None or use_clipped_model_output:
+            return original(model_output, timestep, sample, eta=eta, use_clipped_model_output=use_clipped_model_output,
+                            generator=generator, variance_noise=variance_noise, return_dict=return_dict)
+        prev = ddim_step_with_logprob(scheduler, model_output, timestep, sample, eta, generator=generator).prev_sample
+        return DDIMSchedulerOutput(prev_sample=prev, pred_original_sample=None) if return_dict else (prev,)
+
+    scheduler.step = step
+    try:
+        yield
+    finally:
+        del scheduler.step  # the class's own method again

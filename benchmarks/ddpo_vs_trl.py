@@ -24,6 +24,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "data" / "models" / "shapes-sd"
@@ -116,6 +117,24 @@ def run_ours(setting: dict, reward: RecordingReward, prompts: list[str], seed: i
     return times, kls, evals
 
 
+def patch_trl_nan(scheduler, steps: int) -> bool:
+    """trl 0.23.1's DDIM step, like diffusers', takes ``sqrt(1 − ᾱ_prev − σ_t²)`` of an exact 0 at η = 1 on a zero-SNR
+    schedule's first step, which rounds below 0 on some CPUs: NaN latents, NaN rewards, NaN training (diffusers
+    #5969). When a probe of that step is NaN here, shrink trl's variance by a relative 1e-6 so the argument stays
+    >= 0 (the direction term becomes ~1e-3 x ε̂ instead of 0; σ_t changes by 5e-7) and say so; else leave trl alone."""
+    import torch
+    from trl.models import modeling_sd_base as sd_base
+
+    probe = scheduler.__class__.from_config(scheduler.config)
+    probe.set_timesteps(steps)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    if not torch.isnan(sd_base.scheduler_step(probe, x, probe.timesteps[0], x, eta=SHARED["eta"]).latents).any():
+        return False
+    original = sd_base._get_variance
+    sd_base._get_variance = lambda self, t, prev: original(self, t, prev) * (1 - 1e-6)
+    return True
+
+
 def run_trl(setting: dict, reward: RecordingReward, prompts: list[str], seed: int, device: str) -> list[float]:
     import random
 
@@ -141,6 +160,7 @@ def run_trl(setting: dict, reward: RecordingReward, prompts: list[str], seed: in
                     project_kwargs={"project_dir": str(Path(os.environ.get("TMPDIR", "/tmp")) / f"trl-ddpo-{os.getpid()}")})
     pipe = DefaultDDPOStableDiffusionPipeline(str(PIPELINE), use_lora=False)
     pipe.set_progress_bar_config(disable=True)
+    run_trl.patched = patch_trl_nan(pipe.scheduler, s["num_inference_steps"])
     trainer = DDPOTrainer(cfg, reward, lambda: (rng.choice(prompts), {}), pipe)
     times, step, evals = [], 0, [evaluate(pipe.sd_pipeline, reward.model, setting, prompts)]
     for epoch in range(s["rounds"]):
@@ -171,7 +191,7 @@ def worker(args) -> None:
         "impl": args.impl, "reward": args.reward, "seed": args.seed, "kl_coef": args.kl_coef,
         "reward_mean": means.tolist(), "queries": [n * (r + 1) for r in range(setting["rounds"])], "eval_reward": evals,
         "round_s": times, "kl": kls, "reward_s": reward.seconds, "total_s": time.perf_counter() - t0,
-        "peak_memory_mb": peak_memory_mb()}))
+        "peak_memory_mb": peak_memory_mb(), "trl_nan_patched": bool(getattr(run_trl, "patched", False))}))
 
 
 def launch(impl: str, reward: str, seed: int, setting: dict, out: Path, device: str, kl_coef: float = 0.0) -> dict:
@@ -199,6 +219,8 @@ def summarise(runs: list[dict], setting: dict) -> dict:
         ev = {impl: np.array([r["eval_reward"] for r in rs]) for impl, rs in by.items()}
         on = {impl: np.array([r["reward_mean"] for r in rs]) for impl, rs in by.items()}
         diff = ev["ours"] - ev["trl"]                                   # paired by seed (same evaluation noise)
+        k = len(diff)
+        half = (stats.t.ppf(0.975, k - 1) * diff.std(0, ddof=1) / np.sqrt(k)) if k > 1 else np.full(diff.shape[1], np.nan)
         round_s = {impl: float(np.mean([np.mean(r["round_s"][1:] or r["round_s"]) for r in rs])) for impl, rs in by.items()}
         mem = {impl: float(np.mean([r["peak_memory_mb"] for r in rs])) for impl, rs in by.items()}
         out[reward] = {
@@ -206,6 +228,9 @@ def summarise(runs: list[dict], setting: dict) -> dict:
             "eval_ours": ev["ours"].mean(0).tolist(), "eval_trl": ev["trl"].mean(0).tolist(),
             "eval_ours_minus_trl": diff.mean(0).tolist(), "eval_ours_minus_trl_seed_std": diff.std(0).tolist(),
             "ours_ge_trl_at_every_budget": bool((diff.mean(0) >= 0).all()),
+            "eval_ours_minus_trl_ci95": [[float(m - h), float(m + h)] for m, h in zip(diff.mean(0), half)],
+            "ours_not_below_trl_at_any_budget": bool(k > 1 and (diff.mean(0) + half >= 0).all()),
+            "n_seeds": k, "trl_nan_patched": any(r.get("trl_nan_patched", False) for r in by["trl"]),
             "onpolicy_queries": by["ours"][0]["queries"],
             "onpolicy_ours": on["ours"].mean(0).tolist(), "onpolicy_trl": on["trl"].mean(0).tolist(),
             "round_s": round_s, "query_s": {k: v / n for k, v in round_s.items()},
@@ -225,7 +250,11 @@ def print_summary(summary: dict) -> None:
         print("  ± seed std           " + " ".join(f"{v:8.4f}" for v in s["eval_ours_minus_trl_seed_std"]))
         print("  on-policy, ours      " + " " * 9 + " ".join(f"{v:8.4f}" for v in s["onpolicy_ours"]))
         print("  on-policy, trl       " + " " * 9 + " ".join(f"{v:8.4f}" for v in s["onpolicy_trl"]))
-        print(f"  ours >= trl at every budget (eval): {s['ours_ge_trl_at_every_budget']}")
+        print("  95% CI (paired, t)   " + " ".join(f"[{lo:+.3f},{hi:+.3f}]" for lo, hi in s["eval_ours_minus_trl_ci95"]))
+        print(f"  ours >= trl at every budget (eval, mean over {s['n_seeds']} seeds): {s['ours_ge_trl_at_every_budget']}; "
+              f"never significantly below trl (CI upper >= 0 at every budget): {s['ours_not_below_trl_at_any_budget']}")
+        if s["trl_nan_patched"]:
+            print("  trl's DDIM step returned NaN here (diffusers #5969); its variance was shrunk by 1e-6 (patch_trl_nan)")
         print(f"  wall s/round ours {s['round_s']['ours']:.2f}, trl {s['round_s']['trl']:.2f}; s/query ours "
               f"{s['query_s']['ours']:.4f}, trl {s['query_s']['trl']:.4f}; ours/trl {s['time_ratio']:.3f}")
         print(f"  peak memory MB ours {s['peak_memory_mb']['ours']:.0f}, trl {s['peak_memory_mb']['trl']:.0f}; "
@@ -248,6 +277,7 @@ def main() -> None:
     ap.add_argument("--setting")
     ap.add_argument("--result")
     ap.add_argument("--kl-coef", type=float, default=0.0)
+    ap.add_argument("--seeds", type=int, nargs="+", help="seeds of the side-by-side runs (default: the profile's)")
     args = ap.parse_args()
     if args.worker:
         return worker(args)
@@ -257,7 +287,7 @@ def main() -> None:
         sys.exit("trl is not installed: `make install` puts trl==0.23.1 in the dev environment (the last release with DDPOTrainer)")
     if not (PIPELINE / "model_index.json").is_file():
         sys.exit(f"missing the shipped pipeline {PIPELINE}")
-    setting = PROFILES[args.profile]
+    setting = PROFILES[args.profile] | ({"seeds": args.seeds} if args.seeds else {})
     out = Path(args.out) / args.profile
     out.mkdir(parents=True, exist_ok=True)
     print(f"DDPO ours vs trl 0.23.1 — profile {args.profile}: {setting} + {SHARED}", flush=True)

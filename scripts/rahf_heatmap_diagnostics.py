@@ -10,10 +10,18 @@ the items with a true artifact — the second separates what the model found fro
         --configs '[{}, {"labels": "oracle"}, {"score_weight": 0, "keyword_weight": 0}]'
     # the misaligned keywords too (the marker's margin chosen on dev, as notebook 30 does)
     OMP_NUM_THREADS=1 .venv/bin/python scripts/rahf_heatmap_diagnostics.py --keywords --configs '[{}, {"labels": "oracle"}]'
+    # inpainting: which of mask, selector and inpainter limits notebook 30's fixed rate
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/rahf_heatmap_diagnostics.py --inpaint
 
 Each config is a JSON object of `RichTrainConfig` fields, `RAHFConfig` fields (prefixed "model_") and "labels"
 ("panel": the consolidated points of notebook 30's panel; "oracle": a noise-free panel's); unset fields take
 notebook 30's values.
+
+``--inpaint`` then inpaints the test images with a true artifact as notebook 30 does (mask: the map thresholded at
+half its peak, dilated 3 px; best of K candidates) with three masks — the model's predicted map, the oracle's map
+(a perfect heatmap), a random mask of equal area — and two selectors: RAHF's predicted plausibility (the notebook's)
+and the oracle itself (a perfect selector: it keeps a candidate with no artifact and, if possible, aligned), at
+K = 3 and K = 8. "fixed" is notebook 30's: no artifact afterwards and alignment not lost.
 """
 from __future__ import annotations
 
@@ -26,7 +34,8 @@ import torch
 
 PROMPTS = {"attribute": 40, "composition": 30, "spatial": 30}   # notebook 30's cpu profile
 SHARES = (0.7, 0.1, 0.2)
-DEFAULTS = {"epochs": 12, "learning_rate": 1e-3, "heatmap_weight": 10.0, "score_weight": 1.0, "keyword_weight": 0.1}
+DEFAULTS = {"epochs": 12, "learning_rate": 1e-3, "heatmap_weight": 1.0, "score_weight": 1.0, "keyword_weight": 0.1}
+INPAINT = {"num_inference_steps": 10, "guidance_scale": 4.0, "threshold": 0.5, "relative": True, "dilation": 3}
 
 
 def build(seed: int, cache: str):
@@ -46,11 +55,11 @@ def build(seed: int, cache: str):
         prompts = [p for ps in families.values() for p in np.split(ps, (cuts * len(ps)).round().astype(int))[k]]
         fs = generate_feedback_set(base, prompts, 8, None, seed=seed + k, sampler=sampler, batch_size=32, cache_dir=cache)
         labels = {src: rich_feedback(fs, panel)[0] for src, panel in panels.items()}
-        data[name] = (fs.tensors(), labels)
+        data[name] = (fs.tensors(), labels, fs.records)
     return data
 
 
-def run_config(config: dict, data: dict, seed: int, keywords: bool = False) -> dict:
+def run_config(config: dict, data: dict, seed: int, keywords: bool = False, return_model: bool = False):
     from feedbacklab import evaluation as ev
     from feedbacklab.metrics import keyword_prf
     from feedbacklab.models.rahf import RichTrainConfig, build_rahf, calibrate_keyword_margin, fit_rich_model
@@ -66,7 +75,7 @@ def run_config(config: dict, data: dict, seed: int, keywords: bool = False) -> d
     history = fit_rich_model(model, train_images, train_labels, RichTrainConfig(seed=seed, **(DEFAULTS | config)),
                              progress=False)
     seconds = time.time() - t0
-    test_images, test = data["test"]
+    test_images, test, _ = data["test"]
     if keywords:   # the marker margin chosen on dev, as notebook 30 does; scored against both label sources
         calibrate_keyword_margin(model, data["dev"][0], data["dev"][1][source])
     pred = model.predict(test_images, [lab.prompt for lab in test["panel"]], keywords=keywords)
@@ -82,7 +91,47 @@ def run_config(config: dict, data: dict, seed: int, keywords: bool = False) -> d
         for src in ("panel", "oracle"):
             p, r, f1 = keyword_prf([list(k) for k in pred["keywords"]], [list(lab.keywords) for lab in test[src]])
             row |= {f"keyword P/R/F1 ({src} labels)": f"{p:.3f} / {r:.3f} / {f1:.3f}"}
-    return row
+    return (row, model) if return_model else row
+
+
+def inpaint_diagnostic(model, data: dict, seed: int, candidates: tuple[int, ...] = (3, 8)) -> list[dict]:
+    """Fixed rate of the test images with a true artifact, per mask × selector × K (module docstring)."""
+    from feedbacklab import inpaint as ip
+    from feedbacklab import world
+    from feedbacklab.models import load_generator
+    from feedbacklab.rewards import load_reward
+
+    base = load_generator("shapes-sd", device="cpu")
+    images, test, records = data["test"]
+    idx = np.array([i for i, r in enumerate(records) if r["n_artifacts"] > 0])
+    prompts = [test["panel"][i].prompt for i in idx]
+    was_aligned = [bool(records[i]["aligned"]) for i in idx]
+    pred = model.predict(images[idx], prompts, keywords=False)["heatmaps"]["implausible"]
+    oracle_maps = np.stack([test["oracle"][i].heatmaps["implausible"] for i in idx])
+    cfg = ip.InpaintConfig(**INPAINT, batch_size=32)
+    masks = {"predicted map": cfg.mask(pred), "oracle's map": cfg.mask(oracle_maps)}
+    masks["random, equal area"] = ip.random_mask_like(masks["predicted map"], seed=seed, step=base.vae_scale_factor)
+    plausibility = load_reward("rahf", model=model, aspect="plausibility")
+
+    def oracle_score(ps, x):  # a perfect selector: artifact-free first, then aligned
+        judged = [world.judge(p, img) for p, img in zip(ps, x)]
+        return torch.tensor([2.0 * (not j.artifact_points) + float(j.aligned) for j in judged])
+
+    selectors = {"RAHF plausibility": lambda ps, x: plausibility.score(ps, x).detach(), "oracle": oracle_score}
+    rows = []
+    for mask_name, m in masks.items():
+        for sel_name, fn in selectors.items():
+            for k in candidates:
+                res = ip.inpaint_best(base, images[idx], prompts, m, fn, ip.InpaintConfig(**INPAINT, n_candidates=k),
+                                      seed=seed, progress=False)
+                after = [world.judge(p, img) for p, img in zip(prompts, res.images)]
+                fixed = [not j.artifact_points and (j.aligned or not a) for j, a in zip(after, was_aligned)]
+                clean = [not j.artifact_points for j in after]
+                rows.append({"mask": mask_name, "selector": sel_name, "K": k, "images": len(idx),
+                             "mask area": round(float(np.mean([x.mean() for x in np.asarray(m)])), 3),
+                             "fixed": round(float(np.mean(fixed)), 3), "artifact-free": round(float(np.mean(clean)), 3)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -90,6 +139,8 @@ def main() -> None:
     parser.add_argument("--configs", default="[{}]", help="JSON list of config objects (see the module docstring)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keywords", action="store_true", help="also decode keywords (margin chosen on dev) and score them")
+    parser.add_argument("--inpaint", action="store_true",
+                        help="after the first config: inpainting with predicted / oracle / random masks (docstring)")
     parser.add_argument("--cache", default="reports/cpu/30_richhf_rahf/cache", help="notebook 30's feedback-set cache")
     args = parser.parse_args()
     configs = json.loads(args.configs)
@@ -102,10 +153,12 @@ def main() -> None:
         print(f"{name}: {len(labels['panel'])} items; non-empty implausible maps: panel "
               f"{np.mean([lab.heatmaps['implausible'].max() > 0 for lab in labels['panel']]):.1%}, oracle "
               f"{np.mean([lab.heatmaps['implausible'].max() > 0 for lab in labels['oracle']]):.1%}")
-    for config in configs:
-        row = run_config(config, data, args.seed, args.keywords)
+    for i, config in enumerate(configs):
+        row, model = run_config(config, data, args.seed, args.keywords, return_model=True)
         print(json.dumps(config), json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
               flush=True)
+        if args.inpaint and i == 0:
+            inpaint_diagnostic(model, data, args.seed)
 
 
 if __name__ == "__main__":

@@ -211,3 +211,42 @@ def test_select_by_returns_the_best_checkpoint(captioner):
     res = preference_finetune(captioner, pairs, cfg, progress=False, select_by=score)
     assert res.selected_step == 2 and [r["step"] for r in res.history] == [0, 1, 2, 3]
     assert all(torch.equal(states[2][k], v) for k, v in res.captioner.model.state_dict().items())
+
+
+# ------------------------------------------------------------------ mDPO's conditional and anchor terms
+
+def test_conditional_negative_is_a_seeded_small_crop_resized_back():
+    from feedbacklab.finetune.preference import conditional_negative
+
+    h = w = 64
+    ys, xs = torch.meshgrid(torch.arange(h) / (h - 1), torch.arange(w) / (w - 1), indexing="ij")
+    image = torch.stack([xs, ys, torch.zeros_like(xs)])  # each pixel holds its own coordinates
+    for seed in range(20):
+        crop = conditional_negative(image, seed, keep=(0.04, 0.2))
+        assert crop.shape == image.shape and torch.equal(crop, conditional_negative(image, seed, keep=(0.04, 0.2)))
+        width = float(crop[0].max() - crop[0].min()) * (w - 1) + 1   # the source window the crop came from, in pixels
+        height = float(crop[1].max() - crop[1].min()) * (h - 1) + 1
+        assert 0.02 <= width * height / (h * w) <= 0.25
+    assert not torch.equal(conditional_negative(image, 0), conditional_negative(image, 1))
+
+
+def test_conditional_and_anchor_terms_are_log2_each_at_start_and_training_lowers_them(captioner):
+    pairs, model = _pairs(8), captioner.model.eval()
+    cfg = PreferenceConfig(method="dense-dpo", conditional_weight=1.0, anchor_weight=0.5, steps=3, batch_size=8,
+                           learning_rate=1e-3, device="cpu")
+    ref = reference_logprobs(captioner, pairs, cfg)
+    assert len(ref) == 3 and not torch.allclose(ref[0], ref[2])  # y_w on the true image vs on its crop
+    loss, stats = preference_loss(model, captioner, pairs, cfg, ref)
+    assert float(loss) == pytest.approx((1 + 1.0 + 0.5) * math.log(2), abs=1e-5)
+    assert stats["conditional_loss"] == pytest.approx(math.log(2), abs=1e-5)
+    res = preference_finetune(captioner, pairs, cfg, progress=False)
+    _, after = preference_loss(res.captioner.model, res.captioner, pairs, cfg, ref)
+    assert after["conditional_loss"] < math.log(2) and after["crop_reward"] < after["chosen_reward"]
+
+
+@pytest.mark.parametrize("kw, msg", [({"conditional_weight": -1.0}, "conditional_weight must be >= 0"),
+                                     ({"method": "sft", "anchor_weight": 1.0}, "not of 'sft'"),
+                                     ({"crop_keep": (0.3, 0.2)}, "crop_keep")])
+def test_mdpo_terms_reject_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        PreferenceConfig(**kw)

@@ -9,6 +9,12 @@ A pair is one image with a chosen response ``y_w`` (the annotator's correction) 
   ``(1/N)[Σ_{y_u} log p + γ Σ_{y_c} log p]``, ``N = |y_u| + γ|y_c|``: tokens of the changed segments ``y_c``
   weigh γ times the unchanged ones ``y_u``. γ = 1 is length-normalised DPO. Paper: β = 0.5, γ = 5.
 - SFT: token-averaged cross-entropy on the chosen responses.
+- Optional terms of mDPO (Wang et al. 2024), for DPO's "unconditional preference": with captions that differ in a
+  word or two, DPO can learn which words to say whatever the image shows (a language prior) instead of looking.
+  ``conditional_weight`` adds CoPO, the same preference on the *image*: ``−log σ(β·[log π(y_w|x) − log π_ref(y_w|x)]
+  − β·[log π(y_w|x̃) − log π_ref(y_w|x̃)])`` with ``x̃`` a random crop keeping a small part of ``x`` (mDPO keeps less
+  than 20 %), resized back; ``anchor_weight`` adds AncPO, ``−log σ(β·[log π(y_w|x) − log π_ref(y_w|x)])``, which
+  keeps the chosen response's implicit reward above 0.
 
 The model-specific part is one function, ``response_logits``: an encoder–decoder (``VisionEncoderDecoderModel``,
 the shipped captioners) scores ``labels`` directly; a decoder-only VLM scores the question followed by the
@@ -20,8 +26,9 @@ import copy
 import math
 import random
 import time
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +53,9 @@ class PreferenceConfig:
     sft_weight: float = 0.0        # DPO methods: + this × the chosen captions' token-mean NLL (RPO, Pang et al. 2024;
                                    # trl's rpo_alpha): keeps log π(y_w) from falling with log π(y_l) when the two
                                    # differ in a word or two (likelihood displacement, Razin et al. 2024). 0: off
+    conditional_weight: float = 0.0  # DPO methods: + this × mDPO's conditional (image) preference term; 0: off
+    anchor_weight: float = 0.0     # DPO methods: + this × mDPO's anchor −log σ(β·(log π(y_w) − log π_ref(y_w))); 0: off
+    crop_keep: tuple[float, float] = (0.04, 0.2)  # the conditional term's x̃: a crop keeping this share of the area
     learning_rate: float = 1e-4    # AdamW
     steps: int = 200               # optimiser steps
     batch_size: int = 16           # pairs per step
@@ -69,6 +79,16 @@ class PreferenceConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not (isinstance(self.sft_weight, (int, float)) and self.sft_weight >= 0):
             raise ValueError(f"sft_weight must be >= 0 (0: plain DPO), got {self.sft_weight!r}")
+        for name in ("conditional_weight", "anchor_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be >= 0 (0: off), got {value!r}")
+            if value and self.method == "sft":
+                raise ValueError(f"{name} is a term of the DPO methods ('dpo', 'dense-dpo'), not of 'sft'")
+        lo, hi = self.crop_keep
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"crop_keep must be (low, high) shares of the image area with 0 < low <= high < 1, "
+                             f"got {self.crop_keep!r}")
         if self.learning_rate <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
             raise ValueError("need learning_rate > 0, warmup_steps >= 0 and max_grad_norm >= 0")
 
@@ -142,6 +162,32 @@ def response_logprob(token_logps: torch.Tensor, mask: torch.Tensor, changed: tor
     if config.method == "dense-dpo":
         return dense_logprob(token_logps, mask, changed, config.gamma)
     return sequence_logprob(token_logps, mask)
+
+
+def conditional_negative(image: torch.Tensor, seed: int, keep: tuple[float, float] = (0.04, 0.2)) -> torch.Tensor:
+    """mDPO's rejected image ``x̃``: a random crop of ``image`` (3, H, W) keeping a share in ``keep`` of its area (aspect
+    ratio in [1/2, 2]), resized back to (H, W) bilinearly; the same ``seed`` gives the same crop."""
+    g = torch.Generator().manual_seed(int(seed))
+    _, h, w = image.shape
+    area = (keep[0] + (keep[1] - keep[0]) * torch.rand((), generator=g).item()) * h * w
+    ratio = math.exp(math.log(0.5) + math.log(4.0) * torch.rand((), generator=g).item())
+    ch = max(1, min(h, round(math.sqrt(area / ratio))))
+    cw = max(1, min(w, round(math.sqrt(area * ratio))))
+    y0 = int(torch.randint(h - ch + 1, (), generator=g))
+    x0 = int(torch.randint(w - cw + 1, (), generator=g))
+    crop = image[None, :, y0:y0 + ch, x0:x0 + cw].float()
+    return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+
+
+def _negative_seed(pair: "PreferencePair", seed: int) -> int:
+    """A per-pair seed of its conditional negative, the same in every step and in the reference pass."""
+    return zlib.crc32(f"{seed}|{pair.item_id}|{pair.chosen}|{pair.rejected}".encode())
+
+
+def with_conditional_negatives(pairs: Sequence["PreferencePair"], config: PreferenceConfig) -> list["PreferencePair"]:
+    """The pairs with their images replaced by :func:`conditional_negative` crops (their chosen responses kept)."""
+    return [replace(p, image=conditional_negative(p.image, _negative_seed(p, config.seed), config.crop_keep))
+            for p in pairs]
 
 
 # ------------------------------------------------------------------ the model-specific part
@@ -253,29 +299,46 @@ def preference_loss(model: Any, captioner: Any, pairs: Sequence[PreferencePair],
     rejected_lp, rejected_mask, rejected_changed = _scores(model, captioner, pairs[mine], "rejected", config)
     pol_w = distributed.gather(response_logprob(chosen_lp, chosen_mask, chosen_changed, config), n)
     pol_l = distributed.gather(response_logprob(rejected_lp, rejected_mask, rejected_changed, config), n)
-    ref_w, ref_l = ref if ref is not None else (pol_w.detach(), pol_l.detach())
+    ref_w, ref_l = (ref[0], ref[1]) if ref is not None else (pol_w.detach(), pol_l.detach())
     losses, r_w, r_l = dpo_loss(pol_w, pol_l, ref_w.to(pol_w.device), ref_l.to(pol_l.device), config.beta)
     loss = losses.mean() + config.sft_weight * nll if config.sft_weight else losses.mean()
+    extra: dict[str, float] = {}
+    if config.conditional_weight:  # mDPO's CoPO: the same y_w, preferred on the true image over a crop of it
+        crop_lp, crop_mask, crop_changed = _scores(model, captioner, with_conditional_negatives(pairs[mine], config),
+                                                   "chosen", config)
+        pol_c = distributed.gather(response_logprob(crop_lp, crop_mask, crop_changed, config), n)
+        ref_c = ref[2] if ref is not None and len(ref) > 2 else pol_c.detach()
+        cond, _, r_c = dpo_loss(pol_w, pol_c, ref_w.to(pol_w.device), ref_c.to(pol_c.device), config.beta)
+        loss = loss + config.conditional_weight * cond.mean()
+        extra |= {"conditional_loss": float(cond.mean().detach()), "crop_reward": float(r_c.mean())}
+    if config.anchor_weight:  # mDPO's AncPO: the chosen response's implicit reward kept above 0
+        anchor = -F.logsigmoid(config.beta * (pol_w - ref_w.to(pol_w.device)))
+        loss = loss + config.anchor_weight * anchor.mean()
+        extra["anchor_loss"] = float(anchor.mean().detach())
     return loss, {"loss": float(loss.detach()), "chosen_nll": float(nll.detach()),
                   "reward_accuracy": float((r_w > r_l).float().mean()),
                   "reward_margin": float((r_w - r_l).mean()), "chosen_reward": float(r_w.mean()),
-                  "rejected_reward": float(r_l.mean())}
+                  "rejected_reward": float(r_l.mean())} | extra
 
 
 @torch.no_grad()
 def reference_logprobs(captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
-                       batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+                       batch_size: int = 128) -> tuple[torch.Tensor, ...]:
     """The frozen start's response log-probabilities of every pair, chosen and rejected (computed once, as RLHF-V;
-    data-parallel, each process scores its shard of the pairs)."""
+    data-parallel, each process scores its shard of the pairs); with ``conditional_weight`` also the chosen response
+    on each pair's conditional negative image."""
     model = captioner.model.eval()
     mine = distributed.shard(len(pairs))
-    w, l_ = [], []
+    w, l_, c = [], [], []
     for i in range(mine.start, mine.stop, batch_size):
         chunk = pairs[i:min(i + batch_size, mine.stop)]
-        for side, out in (("chosen", w), ("rejected", l_)):
-            lp, mask, changed = _scores(model, captioner, chunk, side, config)
+        sides = [("chosen", chunk, w), ("rejected", chunk, l_)]
+        if config.conditional_weight:
+            sides.append(("chosen", with_conditional_negatives(chunk, config), c))
+        for side, items, out in sides:
+            lp, mask, changed = _scores(model, captioner, items, side, config)
             out.append(response_logprob(lp, mask, changed, config).cpu())
-    return distributed.gather(torch.cat(w), len(pairs)), distributed.gather(torch.cat(l_), len(pairs))
+    return tuple(distributed.gather(torch.cat(x), len(pairs)) for x in ((w, l_, c) if c else (w, l_)))
 
 
 def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config: PreferenceConfig,
@@ -333,7 +396,7 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
             order_rng.shuffle(epoch)
             queue += epoch
         idx, queue = queue[:config.batch_size], queue[config.batch_size:]
-        batch_ref = (ref[0][idx], ref[1][idx]) if ref is not None else None
+        batch_ref = tuple(r[idx] for r in ref) if ref is not None else None
         loss, stats = preference_loss(policy.model, policy, [pairs[i] for i in idx], config, batch_ref)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -19,9 +19,9 @@ notebook 30's values.
 
 ``--inpaint`` then inpaints the test images with a true artifact as notebook 30 does (mask: the map thresholded at
 half its peak, dilated 3 px; best of K candidates) with three masks — the model's predicted map, the oracle's map
-(a perfect heatmap), a random mask of equal area — and two selectors: RAHF's predicted plausibility (the notebook's)
-and the oracle itself (a perfect selector: it keeps a candidate with no artifact and, if possible, aligned), at
-K = 3 and K = 8. "fixed" is notebook 30's: no artifact afterwards and alignment not lost.
+(a perfect heatmap), a random mask of equal area — and three selectors: RAHF's predicted plausibility (the
+notebook's), the lowest peak of RAHF's predicted implausibility map, and the oracle itself (a perfect selector: it
+keeps a candidate with no artifact and, if possible, aligned), at K = 3 and K = 8. "fixed" is notebook 30's: no artifact afterwards and alignment not lost.
 """
 from __future__ import annotations
 
@@ -117,7 +117,12 @@ def inpaint_diagnostic(model, data: dict, seed: int, candidates: tuple[int, ...]
         judged = [world.judge(p, img) for p, img in zip(ps, x)]
         return torch.tensor([2.0 * (not j.artifact_points) + float(j.aligned) for j in judged])
 
-    selectors = {"RAHF plausibility": lambda ps, x: plausibility.score(ps, x).detach(), "oracle": oracle_score}
+    def peak_score(ps, x):  # the candidate whose predicted implausibility map has the lowest peak
+        maps = model.predict(x, list(ps), keywords=False)["heatmaps"]["implausible"]
+        return -torch.as_tensor(np.asarray(maps)).reshape(len(x), -1).amax(1).float()
+
+    selectors = {"RAHF plausibility": lambda ps, x: plausibility.score(ps, x).detach(),
+                 "RAHF implausibility peak": peak_score, "oracle": oracle_score}
     rows = []
     for mask_name, m in masks.items():
         for sel_name, fn in selectors.items():

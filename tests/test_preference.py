@@ -250,3 +250,60 @@ def test_conditional_and_anchor_terms_are_log2_each_at_start_and_training_lowers
 def test_mdpo_terms_reject_bad_values(kw, msg):
     with pytest.raises(ValueError, match=msg):
         PreferenceConfig(**kw)
+
+
+# ------------------------------------------------------------------ a decoder-only VLM (tiny LLaVA from a config)
+
+def _tiny_llava():
+    """A LlavaForConditionalGeneration (CLIP vision tower → Llama) from small configs, its word-level tokenizer with an
+    ``<image>`` token, and the question of 16 image tokens its 64 px / 16 px patches fill."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, PreTrainedTokenizerFast)
+
+    from feedbacklab.models.captioner import SPECIAL, LoadedCaptioner, world_vocabulary
+
+    vocab = {w: i for i, w in enumerate(world_vocabulary() + ["<image>"])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {SPECIAL['eos']}",
+                                                       special_tokens=[(SPECIAL["eos"], vocab[SPECIAL["eos"]])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIAL["pad"], bos_token=SPECIAL["bos"],
+                                        eos_token=SPECIAL["eos"], unk_token=SPECIAL["unk"], model_max_length=64)
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=2),
+        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                pad_token_id=vocab[SPECIAL["pad"]]),
+        image_token_index=vocab["<image>"], vision_feature_layer=-1)
+    model = LlavaForConditionalGeneration(config).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    return LoadedCaptioner(model=model, tokenizer=tokenizer, processor=processor), "<image> " * 16
+
+
+def test_decoder_only_vlm_scores_only_the_response_and_trains():
+    from dataclasses import replace
+
+    from feedbacklab.finetune.preference import _scores
+
+    vlm, question = _tiny_llava()
+    pairs = [replace(p, question=question) for p in _pairs(4)]
+    cfg = PreferenceConfig(method="dense-dpo", steps=2, batch_size=4, learning_rate=1e-3, device="cpu")
+    logps, mask, changed = _scores(vlm.model, vlm, pairs, "chosen", cfg)
+    n_response = [len(vlm.tokenizer(p.chosen).input_ids) for p in pairs]   # the words and EOS
+    assert mask.sum(1).tolist() == n_response and bool((changed <= mask).all()) and changed.any()
+    # independently: the model's own next-token log-probabilities of the response tokens after the question
+    with torch.no_grad():
+        for b, p in enumerate(pairs):
+            ids = vlm.tokenizer(question + p.chosen, return_tensors="pt").input_ids
+            logits = vlm.model(input_ids=ids, pixel_values=vlm.pixel_values(p.image[None])).logits[0, :-1]
+            own = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[-n_response[b]:, 0]
+            torch.testing.assert_close(logps[b][mask[b]], own, atol=1e-5, rtol=1e-5)
+    ref = reference_logprobs(vlm, pairs, cfg)
+    loss0, _ = preference_loss(vlm.model, vlm, pairs, cfg, ref)
+    assert float(loss0) == pytest.approx(math.log(2), abs=1e-5)
+    res = preference_finetune(vlm, pairs, cfg, progress=False)
+    loss1, stats = preference_loss(res.captioner.model, res.captioner, pairs, cfg, ref)
+    assert float(loss1) < float(loss0) and stats["reward_margin"] > 0

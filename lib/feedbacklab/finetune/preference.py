@@ -248,7 +248,11 @@ def encode_responses(tokenizer: Any, responses: Sequence[str], spans: Sequence[S
         start = torch.ones(len(texts), 1, dtype=torch.long)
         dec_mask = torch.cat([start, enc.attention_mask[:, :-1]], 1)  # BOS + all but the last response token
         return EncodedResponses(labels, changed, decoder_attention_mask=dec_mask)
-    in_response = offsets[:, :, 1] > torch.tensor(shift).unsqueeze(1)
+    # the response: from its first token on, including special tokens the tokenizer appends after it (EOS, whose
+    # character offsets are (0, 0)), so the model also learns where the response ends, as the encoder-decoder does
+    starts = offsets[:, :, 1] > torch.tensor(shift).unsqueeze(1)
+    first = torch.where(starts.any(1), starts.float().argmax(1), torch.full((len(texts),), offsets.shape[1]))
+    in_response = (torch.arange(offsets.shape[1])[None] >= first[:, None]) & (enc.attention_mask == 1)
     labels = labels.masked_fill(~in_response, IGNORE)
     return EncodedResponses(labels, changed & in_response, input_ids=enc.input_ids, attention_mask=enc.attention_mask)
 

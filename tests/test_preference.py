@@ -270,6 +270,8 @@ def _tiny_llava():
                                                        special_tokens=[(SPECIAL["eos"], vocab[SPECIAL["eos"]])])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIAL["pad"], bos_token=SPECIAL["bos"],
                                         eos_token=SPECIAL["eos"], unk_token=SPECIAL["unk"], model_max_length=64)
+    tokenizer.add_tokens(["<image>"], special_tokens=True)  # split out wherever it stands, as real VLM tokenizers do
+    assert tokenizer.convert_tokens_to_ids("<image>") == vocab["<image>"]
     torch.manual_seed(0)
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64,
@@ -307,3 +309,34 @@ def test_decoder_only_vlm_scores_only_the_response_and_trains():
     res = preference_finetune(vlm, pairs, cfg, progress=False)
     loss1, stats = preference_loss(res.captioner.model, res.captioner, pairs, cfg, ref)
     assert float(loss1) < float(loss0) and stats["reward_margin"] > 0
+
+
+def test_load_captioner_reads_a_decoder_only_vlm_and_it_captions_and_trains(tmp_path):
+    from dataclasses import replace
+
+    from transformers import LlavaProcessor
+
+    from feedbacklab.models import load_captioner
+    from feedbacklab.models.vlm import LoadedVLM
+
+    tiny, _ = _tiny_llava()
+    processor = LlavaProcessor(image_processor=tiny.processor, tokenizer=tiny.tokenizer, patch_size=16,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               image_token="<image>")
+    LoadedVLM(tiny.model, tiny.tokenizer, processor, prompt="<image> one").save(tmp_path / "vlm")
+    vlm = load_captioner(tmp_path / "vlm", device="cpu", prompt="<image> one")
+    assert isinstance(vlm, LoadedVLM) and vlm.question.split().count("<image>") == 16 and vlm.image_size == 64
+    images = torch.stack([p.image for p in _pairs(3)])
+    captions = vlm.caption(images, max_new_tokens=4)
+    assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+    with torch.no_grad():  # the reloaded weights are the saved ones
+        ids = vlm.tokenizer(vlm.question, return_tensors="pt").input_ids
+        pix = vlm.pixel_values(images[:1])
+        torch.testing.assert_close(vlm.model(input_ids=ids, pixel_values=pix).logits,
+                                   tiny.model(input_ids=ids, pixel_values=pix).logits)
+    pairs = [replace(p, question=vlm.question) for p in _pairs(4)]
+    res = preference_finetune(vlm, pairs, PreferenceConfig(method="dpo", steps=1, batch_size=4, device="cpu"),
+                              progress=False)
+    assert res.history and math.isfinite(res.history[-1]["loss"])
+    with pytest.raises(ValueError, match="image placeholder"):
+        LoadedVLM(tiny.model, tiny.tokenizer, processor, prompt="no placeholder")

@@ -194,13 +194,17 @@ def summarize_rlhfv(records: Sequence[RLHFVRecord]) -> dict[str, float]:
             "share_of_rejected_changed": float(np.mean(changed))}
 
 
-def to_preference_pairs(records: Sequence[RLHFVRecord], question: bool = False) -> list:
-    """``finetune.PreferencePair`` per record (image as float (3, H, W) in [0, 1]); ``question`` keeps the
-    instruction (decoder-only VLMs) or drops it (captioners, which take none)."""
+def to_preference_pairs(records: Sequence[RLHFVRecord], question: bool | str = False) -> list:
+    """``finetune.PreferencePair`` per record (image as float (3, H, W) in [0, 1]); ``question`` True keeps each
+    record's instruction, False drops it (captioners, which take none), and a string replaces it for every pair
+    (a decoder-only VLM's ``LoadedVLM.question``: its prompt with the image placeholders the model needs)."""
     import torch
 
     from feedbacklab.finetune.preference import PreferencePair
 
+    def instruction(r: RLHFVRecord) -> str:
+        return question if isinstance(question, str) else (r.question if question else "")
+
     return [PreferencePair(torch.from_numpy(r.image_array()).permute(2, 0, 1).float() / 255, r.chosen, r.rejected,
-                           r.chosen_spans, r.rejected_spans, r.question if question else "", str(r.idx))
+                           r.chosen_spans, r.rejected_spans, instruction(r), str(r.idx))
             for r in records]

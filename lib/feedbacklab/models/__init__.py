@@ -89,12 +89,27 @@ def load_clip(name_or_path: str | Path = "shapes-clip", device: str | torch.devi
 
 
 def load_captioner(name_or_path: str | Path = "shapes-captioner", device: str | torch.device = "auto",
-                   local_files_only: bool = False) -> LoadedCaptioner:
-    """A vision-encoder/text-decoder captioner: shipped name, directory or hub id (transformers ``from_pretrained``)."""
-    from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
+                   local_files_only: bool = False, prompt: str | None = None):
+    """A captioner by shipped name, directory or hub id (transformers ``from_pretrained``): a vision-encoder/text-decoder
+    model (``LoadedCaptioner``, the shipped ones), or a decoder-only VLM such as LLaVA (``models.vlm.LoadedVLM``,
+    answering ``prompt``, which holds the processor's image placeholder; default ``vlm.DEFAULT_PROMPT``)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
     name, target, local = _resolve(name_or_path, "captioner", local_files_only)
     dev = resolve_device(device)
+    try:
+        model_type = AutoConfig.from_pretrained(target, local_files_only=local).model_type
+    except (OSError, ValueError) as exc:
+        raise not_available(name, "captioner", f"AutoConfig.from_pretrained({target!r}, local_files_only={local})",
+                            exc) from exc
+    if model_type != "vision-encoder-decoder":
+        from feedbacklab.models.vlm import DEFAULT_PROMPT, load_vlm
+
+        try:
+            return load_vlm(target, dev, local, prompt or DEFAULT_PROMPT)
+        except (OSError, ValueError) as exc:
+            raise not_available(name, "captioner", f"AutoModelForImageTextToText/AutoProcessor.from_pretrained("
+                                                   f"{target!r}, local_files_only={local})", exc) from exc
     try:
         model = VisionEncoderDecoderModel.from_pretrained(target, local_files_only=local).to(dev).eval()
         tok = AutoTokenizer.from_pretrained(target, local_files_only=local)

@@ -86,6 +86,11 @@ class LoadedCaptioner:
     tokenizer: Any
     processor: Any
 
+    @property
+    def image_size(self) -> int:
+        """The side its image processor resizes to (what to render images at)."""
+        return int(self.processor.size["height"])
+
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         """float (B, 3, H, W) in [0, 1] → the processor's normalised pixel values."""
         if images.ndim != 4 or images.shape[1] != 3:

@@ -7,6 +7,7 @@ or use a fake executor.
 import json
 import shutil
 import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -307,5 +308,15 @@ def test_peak_memory_of_a_child_process_is_recorded_in_state_and_index(tmp_path)
     with PeakMemory(interval_s=0.05) as idle:  # no child: nothing to count
         pass
     assert idle.mb == 0
+    # a child that was running before the measurement began (a browser, a Ray instance) is not the job's
+    other = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(200 * 2**20); time.sleep(3)"])
+    try:
+        time.sleep(0.5)
+        with PeakMemory(interval_s=0.05) as unrelated:
+            time.sleep(0.3)
+        assert unrelated.mb == 0
+    finally:
+        other.kill()
+        other.wait()
     with pytest.raises(ValueError, match="interval_s must be > 0"):
         PeakMemory(0)

@@ -2,8 +2,9 @@
 
 One launch (accelerate's notebook_launcher, forked) runs every method's few steps on both processes; the same function
 runs once in this process; each test compares one method. Both runs use SGD for AdamW, whose sign-like first step
-would magnify float noise on weights with ~zero gradient into ~1% of the update. Tolerances: weights within 3e-4 of
-the largest weight change (the gaps are 1–4 float32 ulps of the weights), logged losses within 2e-4 relative (DDPO's
+would magnify float noise on weights with ~zero gradient into ~1% of the update. Tolerances: each weight within 3e-4 of
+the largest weight change plus 4 float32 ulps of itself (the gaps are 1–4 ulps; DDPO's small update made one ulp at a
+weight near 1 exceed 3e-4 of it), logged losses within 2e-4 relative (DDPO's
 second round samples from the updated policy and normalises by small reward stds)."""
 import json
 from pathlib import Path
@@ -21,7 +22,8 @@ torch.set_num_threads(1)
 
 PROMPTS = ["two red circles on a white background", "one blue square on a black background"]
 PROCESSES = 2
-PARAM_TOL = 3e-4   # of the largest parameter change
+PARAM_TOL = 3e-4   # of the largest parameter change ...
+PARAM_ULPS = 4     # ... plus this many float32 ulps of the weight
 LOSS_TOL = 2e-4    # relative (and 1e-6 absolute)
 
 
@@ -116,9 +118,10 @@ def runs(tmp_path_factory):
 
 
 def _max_gap(a: dict, b: dict, start: dict) -> tuple[float, float]:
-    """(largest |a − b| over all parameters, largest |a − start|: the update)."""
+    """(largest |a − b| in excess of PARAM_ULPS float32 ulps of the weight, largest |a − start|: the update)."""
     keys = [k for k in a if a[k].is_floating_point()]
-    gap = max((a[k] - b[k]).abs().max().item() for k in keys)
+    ulp = torch.finfo(torch.float32).eps
+    gap = max(((a[k] - b[k]).abs() - PARAM_ULPS * ulp * b[k].abs()).clamp(min=0).max().item() for k in keys)
     return gap, max((a[k] - start[k]).abs().max().item() for k in keys)
 
 
@@ -131,7 +134,11 @@ def _start(name: str) -> dict:
 
 
 def _losses(history: list[dict]) -> list[float]:
-    return [row[k] for row in history for k in sorted(row) if "loss" in k or k.startswith("reward")]
+    """The logged losses and rewards; not DPO's reward_accuracy, the share of margins above 0: at the first step the
+    policy is the reference and each margin is float noise (~1e-8) that falls on either side of 0 (reward_margin,
+    compared, is the continuous figure)."""
+    return [row[k] for row in history for k in sorted(row)
+            if ("loss" in k or k.startswith("reward")) and k != "reward_accuracy"]
 
 
 @pytest.mark.parametrize("name", ["reward_weighted", "refl", "ddpo", "dense-dpo", "sft"])

@@ -318,5 +318,16 @@ def test_peak_memory_of_a_child_process_is_recorded_in_state_and_index(tmp_path)
     finally:
         other.kill()
         other.wait()
+    # nor is a process such a child starts during the measurement (a raylet starting a worker)
+    spawner = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; time.sleep(0.5); "
+                                "subprocess.run([sys.executable, '-c', 'import time; b = bytearray(200 * 2**20); "
+                                "time.sleep(1.0)'])"])
+    try:
+        with PeakMemory(interval_s=0.05) as unrelated:
+            time.sleep(1.2)
+        assert unrelated.mb == 0
+    finally:
+        spawner.kill()
+        spawner.wait()
     with pytest.raises(ValueError, match="interval_s must be > 0"):
         PeakMemory(0)

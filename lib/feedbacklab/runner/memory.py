@@ -11,8 +11,8 @@ import psutil
 
 
 class PeakMemory:
-    """``with PeakMemory() as peak: ...`` then ``peak.mb``: the highest summed RSS of the descendant processes started
-    inside the block, seen every ``interval_s`` seconds (0 if none ran). Short spikes between two samples can be
+    """``with PeakMemory() as peak: ...`` then ``peak.mb``: the highest summed RSS of the processes started inside the
+    block and their descendants, seen every ``interval_s`` seconds (0 if none ran). Short spikes between two samples can be
     missed."""
 
     def __init__(self, interval_s: float = 0.2):
@@ -28,23 +28,34 @@ class PeakMemory:
         return self.peak_bytes / 2**20
 
     @staticmethod
-    def _descendants() -> list[tuple[psutil.Process, tuple[int, float]]]:
+    def _key(process: psutil.Process) -> tuple[int, float] | None:
+        try:
+            return process.pid, process.create_time()  # (pid, start time): pids are reused
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+
+    def _job_processes(self) -> list[psutil.Process]:
+        """This process's direct children started inside the block, with all their descendants. The subtrees of
+        children that were already running (a Ray instance whose raylet starts workers later, a browser) are not
+        the job's, even for processes they start during the block."""
         out = []
-        for child in psutil.Process().children(recursive=True):
+        for child in psutil.Process().children(recursive=False):
+            key = self._key(child)
+            if key is None or key in self._before:
+                continue
+            out.append(child)
             try:
-                out.append((child, (child.pid, child.create_time())))  # (pid, start time): pids are reused
+                out.extend(child.children(recursive=True))
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         return out
 
     def sample(self) -> int:
-        """Summed RSS (bytes) of this process's descendants now, less those running before the block began."""
+        """Summed RSS (bytes) of the processes the block started (and theirs) now."""
         total = 0
-        for child, key in self._descendants():
-            if key in self._before:
-                continue
+        for process in self._job_processes():
             try:
-                total += child.memory_info().rss
+                total += process.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         return total
@@ -56,7 +67,7 @@ class PeakMemory:
                 return
 
     def __enter__(self) -> "PeakMemory":
-        self._before = {key for _, key in self._descendants()}
+        self._before = {key for child in psutil.Process().children(recursive=False) if (key := self._key(child))}
         self._thread.start()
         return self
 

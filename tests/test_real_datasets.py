@@ -1,5 +1,6 @@
 """The ImageRewardDB and Pick-a-Pic v2 loaders (datasets.imagerewarddb, .pickapic) on fixtures in the real schemas."""
 import io
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -207,3 +208,30 @@ def test_pickapic_fixture_has_the_card_schema(tmp_path):
                                "num_example_per_prompt", "__index_level_0__"]
     assert ds["label_0"] == [1.0, 0.5] and ds["num_example_per_prompt"] == [2, 2]
     assert Image.open(io.BytesIO(ds[0]["jpg_0"])).format == "JPEG"
+
+
+def test_imagerewarddb_train_split_trains_the_ranking_reward():
+    """The fixture's train split → ``ranking_inputs`` → ``fit_ranking_reward``: the reward learns the release's
+    order (every training pair, the loss falling), images resized to the one size the batch stacks."""
+    import torch
+
+    from feedbacklab.datasets import load_imagerewarddb, ranking_inputs
+    from feedbacklab.rewards import RankingTrainConfig, fit_ranking_reward, load_reward
+
+    fixture = Path(__file__).parent / "fixtures" / "imagerewarddb"
+    groups = load_imagerewarddb(fixture, split="train", progress=False)
+    assert [g.prompt_id for g in groups] == [f"fixture-train-{g:04d}" for g in range(4)]
+    rankings, images = ranking_inputs(groups, size=48)
+    assert len(rankings) == 4 and set(images) == {i for r in rankings for i in r.item_ids}
+    img = images[groups[0].item_ids[0]]
+    assert img.shape == (3, 48, 48) and img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1
+    same = ranking_inputs(groups[:1], size=32)[1][groups[0].item_ids[0]]  # the stored size: no resampling
+    assert torch.equal(same, torch.from_numpy(groups[0].images[0] / np.float32(255)).permute(2, 0, 1))
+    reward = load_reward("imagereward", device="cpu")
+    hist = fit_ranking_reward(reward, rankings, images, RankingTrainConfig(epochs=30, learning_rate=3e-3, seed=0),
+                              progress=False)
+    assert hist[-1]["pair_accuracy"] == 1.0 and hist[-1]["loss"] < hist[0]["loss"] and reward.config.std > 0
+    with pytest.raises(ImageRewardDBFormatError, match="without images"):
+        ranking_inputs(load_imagerewarddb(fixture, split="train", load_images=False, progress=False), size=32)
+    with pytest.raises(ValueError, match="positive"):
+        ranking_inputs(groups, size=0)

@@ -10,13 +10,14 @@
 - ``rlhfv``: the RLHF-V release (Yu et al., CVPR 2024) parquet: ``load_rlhfv``, ``write_rlhfv``,
   ``segment_spans`` (the changed segments the release does not store), ``to_preference_pairs``.
 - ``imagerewarddb``: ImageRewardDB (Xu et al., NeurIPS 2023) parquet, read lazily: ``load_imagerewarddb`` (prompt
-  groups, ``ImageRewardGroup.to_ranking``), ``rankings_from_imagerewarddb``, ``write_imagerewarddb``.
+  groups, ``ImageRewardGroup.to_ranking``), ``rankings_from_imagerewarddb``,
+  ``ranking_inputs`` (a split as the ranking reward's training input), ``write_imagerewarddb``.
 - ``pickapic``: Pick-a-Pic v2 (Kirstain et al., NeurIPS 2023) parquet, read lazily: ``load_pickapic`` (pairs, ties,
   skip counts), ``rankings_from_pickapic``, ``write_pickapic``.
 """
 from .alignment_scores import AlignmentScores, load_alignment_scores
 from .imagerewarddb import (ImageRewardDBFormatError, ImageRewardGroup, load_imagerewarddb,
-                            rankings_from_imagerewarddb, write_imagerewarddb)
+                            ranking_inputs, rankings_from_imagerewarddb, write_imagerewarddb)
 from .pickapic import (PickAPicFormatError, PickAPicPair, PickAPicSet, load_pickapic, rankings_from_pickapic,
                        write_pickapic)
 from .prompt_sets import check_prompt_set, load_prompt_set, world_prompt_set, write_prompt_set
@@ -55,6 +56,6 @@ __all__ = ["summarize_richhf", "summarize_rlhfv", "RLHFVFormatError", "RLHFVReco
            "load_alignment_scores", "load_images", "load_prompt_set", "load_tia2", "per_prompt_alignment",
            "generator_images", "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",
            "world_prompt_set", "write_image_dir", "write_prompt_set", "write_richhf_tfrecord", "write_tia2",
-           "ImageRewardDBFormatError", "ImageRewardGroup", "load_imagerewarddb", "rankings_from_imagerewarddb",
+           "ImageRewardDBFormatError", "ImageRewardGroup", "load_imagerewarddb", "ranking_inputs", "rankings_from_imagerewarddb",
            "write_imagerewarddb", "PickAPicFormatError", "PickAPicPair", "PickAPicSet", "load_pickapic",
            "rankings_from_pickapic", "write_pickapic"]

@@ -87,6 +87,29 @@ def rankings_from_imagerewarddb(groups: Sequence[ImageRewardGroup]) -> list[Rank
     return [g.to_ranking() for g in groups]
 
 
+def ranking_inputs(groups: Sequence[ImageRewardGroup], size: int) -> tuple[list[Ranking], dict[str, Any]]:
+    """What ``rewards.fit_ranking_reward`` takes, from release groups: one ``Ranking`` per group and each image as
+    a float (3, size, size) tensor in [0, 1] keyed by its item id (resized with PIL's bicubic filter: the release's
+    images come in several sizes, the reward trains on one stacked batch). Training the ranking reward on the
+    release's train split is the paper's own setting (8k prompts; its Table 3 tests on 466 others)."""
+    import torch
+    from PIL import Image
+
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    images: dict[str, Any] = {}
+    for g in groups:
+        if g.images is None:
+            raise ImageRewardDBFormatError(f"prompt {g.prompt_id!r} was loaded without images "
+                                           "(load_imagerewarddb(..., load_images=True) is needed to train on it)")
+        for item, img in zip(g.item_ids, g.images):
+            pil = Image.fromarray(np.asarray(img, dtype=np.uint8)).convert("RGB")
+            if pil.size != (size, size):
+                pil = pil.resize((size, size), Image.BICUBIC)
+            images[item] = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return rankings_from_imagerewarddb(groups), images
+
+
 def _int(value: Any, what: str, where: str) -> int | None:
     if value is None:
         return None

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from feedbacklab.datasets import RLHFVFormatError, load_rlhfv, records_from_corrections, segment_spans, write_rlhfv
@@ -50,6 +51,13 @@ def test_loads_release_schema_and_computes_segments(tmp_path):
     assert r.image_array().shape == (8, 8, 3) and recs[1].image_array()[0, 0].tolist() == [200, 0, 0]
     pairs = to_preference_pairs(recs)
     assert pairs[0].chosen == CHOSEN and pairs[0].image.shape == (3, 8, 8) and pairs[0].question == ""
+    assert torch.equal(pairs[1].image[:, 0, 0], torch.tensor([200, 0, 0]) / 255.0)
+    # the real release's images differ in size: size= makes them one batch (a uniform image stays uniform)
+    resized = to_preference_pairs(recs, size=12)
+    assert resized[1].image.shape == (3, 12, 12) and torch.allclose(resized[1].image[:, 5, 5], pairs[1].image[:, 0, 0])
+    assert torch.stack([p.image for p in resized]).shape == (2, 3, 12, 12)
+    with pytest.raises(ValueError, match="positive"):
+        to_preference_pairs(recs, size=0)
 
 
 def test_loads_rlaifv_flat_columns(tmp_path):

@@ -194,17 +194,28 @@ def summarize_rlhfv(records: Sequence[RLHFVRecord]) -> dict[str, float]:
             "share_of_rejected_changed": float(np.mean(changed))}
 
 
-def to_preference_pairs(records: Sequence[RLHFVRecord], question: bool | str = False) -> list:
+def to_preference_pairs(records: Sequence[RLHFVRecord], question: bool | str = False, size: int | None = None) -> list:
     """``finetune.PreferencePair`` per record (image as float (3, H, W) in [0, 1]); ``question`` True keeps each
     record's instruction, False drops it (captioners, which take none), and a string replaces it for every pair
-    (a decoder-only VLM's ``LoadedVLM.question``: its prompt with the image placeholders the model needs)."""
+    (a decoder-only VLM's ``LoadedVLM.question``: its prompt with the image placeholders the model needs).
+    ``size`` resizes every image to (size, size) with PIL's bicubic filter: the real release's images come in many
+    sizes, and a training batch stacks them."""
     import torch
+    from PIL import Image
 
     from feedbacklab.finetune.preference import PreferencePair
+
+    if size is not None and size < 1:
+        raise ValueError(f"size must be a positive number of pixels or None, got {size}")
 
     def instruction(r: RLHFVRecord) -> str:
         return question if isinstance(question, str) else (r.question if question else "")
 
-    return [PreferencePair(torch.from_numpy(r.image_array()).permute(2, 0, 1).float() / 255, r.chosen, r.rejected,
-                           r.chosen_spans, r.rejected_spans, instruction(r), str(r.idx))
+    def image(r: RLHFVRecord) -> torch.Tensor:
+        array = r.image_array()
+        if size is not None and array.shape[:2] != (size, size):
+            array = np.asarray(Image.fromarray(array).resize((size, size), Image.BICUBIC))
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255
+
+    return [PreferencePair(image(r), r.chosen, r.rejected, r.chosen_spans, r.rejected_spans, instruction(r), str(r.idx))
             for r in records]

@@ -286,6 +286,24 @@ def test_ensure_kernel_registers_and_repairs_a_kernelspec(tmp_path, monkeypatch)
     assert json.loads((spec_dir / "kernel.json").read_text())["argv"][0] == sys.executable
 
 
+def _peak_beside(code: str, settle_s: float, measure_s: float) -> float:
+    """PeakMemory's reading (MiB) over ``measure_s`` while a Python child running ``code``, started ``settle_s``
+    before the measurement, is alive."""
+    import subprocess
+
+    from feedbacklab.runner.memory import PeakMemory
+
+    other = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(settle_s)
+        with PeakMemory(interval_s=0.05) as peak:
+            time.sleep(measure_s)
+        return peak.mb
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_peak_memory_of_a_child_process_is_recorded_in_state_and_index(tmp_path):
     """A job whose child holds ~120 MiB for a second: the state file and the index show that peak."""
     import subprocess
@@ -309,25 +327,9 @@ def test_peak_memory_of_a_child_process_is_recorded_in_state_and_index(tmp_path)
         pass
     assert idle.mb == 0
     # a child that was running before the measurement began (a browser, a Ray instance) is not the job's
-    other = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(200 * 2**20); time.sleep(3)"])
-    try:
-        time.sleep(0.5)
-        with PeakMemory(interval_s=0.05) as unrelated:
-            time.sleep(0.3)
-        assert unrelated.mb == 0
-    finally:
-        other.kill()
-        other.wait()
+    assert _peak_beside("import time; b = bytearray(200 * 2**20); time.sleep(3)", settle_s=0.5, measure_s=0.3) == 0
     # nor is a process such a child starts during the measurement (a raylet starting a worker)
-    spawner = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; time.sleep(0.5); "
-                                "subprocess.run([sys.executable, '-c', 'import time; b = bytearray(200 * 2**20); "
-                                "time.sleep(1.0)'])"])
-    try:
-        with PeakMemory(interval_s=0.05) as unrelated:
-            time.sleep(1.2)
-        assert unrelated.mb == 0
-    finally:
-        spawner.kill()
-        spawner.wait()
+    assert _peak_beside("import subprocess, sys, time; time.sleep(0.5); subprocess.run([sys.executable, '-c', "
+                        "'import time; b = bytearray(200 * 2**20); time.sleep(1.0)'])", settle_s=0.0, measure_s=1.2) == 0
     with pytest.raises(ValueError, match="interval_s must be > 0"):
         PeakMemory(0)

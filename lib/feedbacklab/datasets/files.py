@@ -103,6 +103,20 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
+def image_tensor(image: np.ndarray, size: int | None = None) -> Any:
+    """uint8 (H, W, 3) → float (3, H, W) torch tensor in [0, 1]; with ``size``, first resized to (size, size) by
+    PIL's bicubic filter (a release's images come in several sizes, and a training batch stacks them)."""
+    import torch
+    from PIL import Image
+
+    if size is not None and size < 1:
+        raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+    array = np.asarray(image, dtype=np.uint8)
+    if size is not None and array.shape[:2] != (size, size):
+        array = np.asarray(Image.fromarray(array).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255
+
+
 def encode_image(image: np.ndarray, fmt: str = "PNG", quality: int = 95) -> bytes:
     """uint8 (H, W, 3) → encoded bytes (``quality`` applies to JPEG)."""
     from PIL import Image

@@ -42,8 +42,8 @@ import numpy as np
 
 from feedbacklab.feedback.records import Ranking
 
-from .files import (check_columns, decode_image, encode_image, image_bytes, iter_parquet_rows, parquet_files,
-                    write_parquet)
+from .files import (check_columns, decode_image, encode_image, image_bytes, image_tensor, iter_parquet_rows,
+                    parquet_files, write_parquet)
 
 RATING_COLUMNS = ("overall_rating", "image_text_alignment_rating", "fidelity_rating")
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "rank") + RATING_COLUMNS
@@ -92,9 +92,6 @@ def ranking_inputs(groups: Sequence[ImageRewardGroup], size: int) -> tuple[list[
     a float (3, size, size) tensor in [0, 1] keyed by its item id (resized with PIL's bicubic filter: the release's
     images come in several sizes, the reward trains on one stacked batch). Training the ranking reward on the
     release's train split is the paper's own setting (8k prompts; its Table 3 tests on 466 others)."""
-    import torch
-    from PIL import Image
-
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
     images: dict[str, Any] = {}
@@ -102,11 +99,7 @@ def ranking_inputs(groups: Sequence[ImageRewardGroup], size: int) -> tuple[list[
         if g.images is None:
             raise ImageRewardDBFormatError(f"prompt {g.prompt_id!r} was loaded without images "
                                            "(load_imagerewarddb(..., load_images=True) is needed to train on it)")
-        for item, img in zip(g.item_ids, g.images):
-            pil = Image.fromarray(np.asarray(img, dtype=np.uint8)).convert("RGB")
-            if pil.size != (size, size):
-                pil = pil.resize((size, size), Image.BICUBIC)
-            images[item] = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        images.update({item: image_tensor(img, size) for item, img in zip(g.item_ids, g.images)})
     return rankings_from_imagerewarddb(groups), images
 
 

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .files import image_tensor
+
 TEXT_KEYS = ("question", "chosen", "rejected")
 
 
@@ -200,22 +202,10 @@ def to_preference_pairs(records: Sequence[RLHFVRecord], question: bool | str = F
     (a decoder-only VLM's ``LoadedVLM.question``: its prompt with the image placeholders the model needs).
     ``size`` resizes every image to (size, size) with PIL's bicubic filter: the real release's images come in many
     sizes, and a training batch stacks them."""
-    import torch
-    from PIL import Image
-
     from feedbacklab.finetune.preference import PreferencePair
-
-    if size is not None and size < 1:
-        raise ValueError(f"size must be a positive number of pixels or None, got {size}")
 
     def instruction(r: RLHFVRecord) -> str:
         return question if isinstance(question, str) else (r.question if question else "")
 
-    def image(r: RLHFVRecord) -> torch.Tensor:
-        array = r.image_array()
-        if size is not None and array.shape[:2] != (size, size):
-            array = np.asarray(Image.fromarray(array).resize((size, size), Image.BICUBIC))
-        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255
-
-    return [PreferencePair(image(r), r.chosen, r.rejected, r.chosen_spans, r.rejected_spans, instruction(r), str(r.idx))
-            for r in records]
+    return [PreferencePair(image_tensor(r.image_array(), size), r.chosen, r.rejected, r.chosen_spans,
+                           r.rejected_spans, instruction(r), str(r.idx)) for r in records]

@@ -11,7 +11,8 @@ from feedbacklab.feedback_sets import FeedbackSet, rich_feedback
 from feedbacklab.finetune import select_best_per_prompt, select_random_per_prompt
 from feedbacklab.models.data import to_tensor
 from feedbacklab.models.rahf import (RAHF, RAHFError, RichTrainConfig, build_rahf, calibrate_keyword_margin,
-                                     fit_rich_model, keyword_labels, keyword_sequence, rich_loss, rich_targets)
+                                     fit_rich_model, keyword_labels, keyword_sequence, rich_loss, rich_targets,
+                                     train_rahf)
 from feedbacklab.models.rich_cnn import RichCNN
 from feedbacklab.rewards import load_reward
 
@@ -272,3 +273,40 @@ def test_rahf_and_cnn_return_the_logits_of_their_maps(data):
         out = model(model.features(images[:2]), PROMPTS[:2])
         for kind, m in out["heatmaps"].items():
             assert torch.allclose(torch.sigmoid(out["heatmap_logits"][kind]), m)
+
+
+def test_train_rahf_is_build_fit_calibrate_at_the_labels_resolution(data):
+    """The notebook's one-call recipe equals its three steps; heatmaps come out at the labels' size."""
+    images, labels = data
+    config = RichTrainConfig(epochs=1, batch_size=4, seed=3)
+    model, hist = train_rahf("multi-head", images, labels, config, images[:3], labels[:3], device="cpu", **TINY)
+    torch.manual_seed(3)
+    by_hand = build_rahf("multi-head", [lab.prompt for lab in labels], device="cpu", **TINY)
+    hand_hist = fit_rich_model(by_hand, images, labels, config, val_images=images[:3], val_labels=labels[:3], progress=False)
+    calibrate_keyword_margin(by_hand, images[:3], labels[:3])
+    assert model.config.map_size == 64 and model.config.keyword_margin == by_hand.config.keyword_margin
+    assert hist[0]["val_loss"] == pytest.approx(hand_hist[0]["val_loss"], rel=1e-6)
+    for (name, a), b in zip(model.state_dict().items(), by_hand.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    small = [RichLabel(lab.item_id, lab.prompt, lab.scores, {k: m[::2, ::2] for k, m in lab.heatmaps.items()},
+                       lab.tokens, lab.keywords) for lab in labels]
+    half, _ = train_rahf("augmented-prompt", images, small, config, images[:2], small[:2], device="cpu", **TINY)
+    assert half.config.map_size == 32 and half.predict(images[:2], PROMPTS[:2])["heatmaps"]["implausible"].shape == (2, 32, 32)
+
+
+def test_train_rahf_keeps_every_word_of_long_prompts_and_refuses_bad_labels(data):
+    images, labels = data
+    long_prompt = " ".join(["a red circle and"] * 12) + " a blue square"   # 51 words
+    tokens = tuple(long_prompt.split())
+    long = [RichLabel(lab.item_id, long_prompt, lab.scores, lab.heatmaps, tokens, (0,) * (len(tokens) - 1) + (1,))
+            for lab in labels]
+    model, _ = train_rahf("augmented-prompt", images, long, RichTrainConfig(epochs=1), images[:2], long[:2], device="cpu", **TINY)
+    assert model.config.max_words >= len(tokens) + 3   # "implausibility heatmap :" and every prompt word
+    ids, _ = model._prompt_ids([long_prompt], ["implausible"])
+    assert ids.shape[1] == len(tokens) + 3
+    with pytest.raises(RAHFError, match="needs training and validation labels, got 6 and 0"):
+        train_rahf("multi-head", images, labels, RichTrainConfig(epochs=1), images[:0], [], device="cpu", **TINY)
+    oblong = [RichLabel(lab.item_id, lab.prompt, lab.scores, {k: m[:, :32] for k, m in lab.heatmaps.items()},
+                        lab.tokens, lab.keywords) for lab in labels]
+    with pytest.raises(RAHFError, match=r"one square size, got \[\(64, 32\)\]"):
+        train_rahf("multi-head", images, oblong, RichTrainConfig(epochs=1), images[:2], oblong[:2], device="cpu", **TINY)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tfrecord import TFRecordWriter
 
@@ -241,3 +242,48 @@ def test_summary_of_the_fixture_by_hand():
         np.mean([lab.heatmaps["implausible"].max() > 0 for lab in labels]))
     assert s["share_with_misaligned_region"] == pytest.approx(2 / 3)  # the third item has no region at all
     assert s["share_misaligned_tokens"] == pytest.approx((3 + 2 + 0) / (8 + 7 + 6))
+
+
+RELEASE = FIXTURE_DIR / "release"  # the release's layout in miniature: train/dev/test.tfrecord, prompts, images
+
+
+def test_read_release_splits_at_one_size():
+    splits = R.read_richhf_splits(RELEASE, RELEASE / "prompts.json", RELEASE / "images", size=32)
+    assert list(splits) == ["train", "dev", "test"] and [len(s.labels) for s in splits.values()] == [8, 3, 3]
+    for split, s in splits.items():
+        alone = R.read_richhf_tfrecord(RELEASE / f"{split}.tfrecord", RELEASE / "prompts.json", RELEASE / "images", 32, 32)
+        assert [lab.item_id for lab in s.labels] == [lab.item_id for lab in alone.labels]
+        assert all(lab.item_id.startswith(split) for lab in s.labels)
+        np.testing.assert_array_equal(s.images, alone.images)
+        assert s.images.shape == (len(s.labels), 32, 32, 3)
+        assert all(m.shape == (32, 32) for lab in s.labels for m in lab.heatmaps.values())
+    x = splits["dev"].tensors()
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32 and 0 <= float(x.min()) <= float(x.max()) <= 1
+    np.testing.assert_allclose(x[1].permute(1, 2, 0).numpy() * 255, splits["dev"].images[1], atol=1e-4)
+
+
+def test_a_limit_reads_only_the_first_records(monkeypatch):
+    full = R.read_richhf_tfrecord(RELEASE / "train.tfrecord", RELEASE / "prompts.json")
+    seen = []
+    real_row = R._row
+    monkeypatch.setattr(R, "_row", lambda feats, where: seen.append(where) or real_row(feats, where))
+    first = R.read_richhf_tfrecord(RELEASE / "train.tfrecord", RELEASE / "prompts.json", limit=3)
+    assert len(seen) == 3  # the rest of the file is not parsed
+    assert [lab.item_id for lab in first.labels] == [lab.item_id for lab in full.labels[:3]]
+    np.testing.assert_array_equal(first.labels[2].heatmaps["implausible"], full.labels[2].heatmaps["implausible"])
+    splits = R.read_richhf_splits(RELEASE, RELEASE / "prompts.json", limits={"train": 5, "test": 100})
+    assert [len(s.labels) for s in splits.values()] == [5, 3, 3]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="limit must be a positive int"):
+            R.read_richhf_tfrecord(RELEASE / "train.tfrecord", limit=bad)
+
+
+def test_release_splits_bad_input(tmp_path):
+    shutil.copy(RELEASE / "train.tfrecord", tmp_path / "train.tfrecord")
+    with pytest.raises(FileNotFoundError, match=r"lacks \['dev.tfrecord', 'test.tfrecord'\].*train.tfrecord, "
+                                                r"dev.tfrecord and test.tfrecord"):
+        R.read_richhf_splits(tmp_path)
+    with pytest.raises(ValueError, match=r"unknown split\(s\) \['validation'\]; accepted: \['train', 'dev', 'test'\]"):
+        R.read_richhf_splits(RELEASE, limits={"validation": 3})
+    with pytest.raises(ValueError, match="has no images: read it with images_dir"):
+        R.read_richhf_tfrecord(RELEASE / "dev.tfrecord").tensors()

@@ -27,6 +27,8 @@ MODEL_PARAMETERS = {"generator": "generator", "other_generator": "generator", "c
 PATH_PARAMETERS = {"tia2_release": "the TIA2 release folder", "published_scores": "a TextNorm alignment_scores JSON",
                    "imagerewarddb": "the ImageRewardDB release folder (parquet files)",
                    "richhf_release": "RichHF-18K's folder of {train,dev,test}.tfrecord",
+                   "richhf_prompts": "a JSON {filename: prompt} of RichHF-18K's Pick-a-Pic captions",
+                   "richhf_images": "a folder of RichHF-18K's Pick-a-Pic images named by filename",
                    "pickapic_images": "a folder of Pick-a-Pic images named by filename",
                    "rlhfv_release": "the RLHF-V release (parquet file or folder)",
                    "human_task": "an annotation task JSON", "human_store": "an annotation store (SQLite)"}

@@ -6,7 +6,8 @@
   ``world_prompt_set``.
 - ``alignment_scores``: TextNorm's published per-prompt metrics: ``load_alignment_scores``.
 - ``richhf``: RichHF-18K (Liang et al., CVPR 2024) TFRecords without TensorFlow:
-  ``read_richhf_tfrecord`` (labels, prompts, Pick-a-Pic images) and ``write_richhf_tfrecord``.
+  ``read_richhf_tfrecord`` (labels, prompts, Pick-a-Pic images), ``read_richhf_splits`` (train/dev/test at
+  one size) and ``write_richhf_tfrecord``.
 - ``rlhfv``: the RLHF-V release (Yu et al., CVPR 2024) parquet: ``load_rlhfv``, ``write_rlhfv``,
   ``segment_spans`` (the changed segments the release does not store), ``to_preference_pairs``.
 - ``imagerewarddb``: ImageRewardDB (Xu et al., NeurIPS 2023) parquet, read lazily: ``load_imagerewarddb`` (prompt
@@ -24,7 +25,9 @@ from .prompt_sets import check_prompt_set, load_prompt_set, world_prompt_set, wr
 from .richhf import (
     RICHHF_FEATURES,
     RichHFFormatError,
+    RICHHF_SPLITS,
     RichHFSet,
+    read_richhf_splits,
     read_richhf_tfrecord,
     richhf_tokens,
     summarize_richhf,
@@ -50,11 +53,11 @@ from .tia2 import (
     write_tia2,
 )
 
-__all__ = ["summarize_richhf", "summarize_rlhfv", "RLHFVFormatError", "RLHFVRecord", "load_rlhfv", "records_from_corrections", "segment_spans",
+__all__ = ["RICHHF_SPLITS", "summarize_richhf", "summarize_rlhfv", "RLHFVFormatError", "RLHFVRecord", "load_rlhfv", "records_from_corrections", "segment_spans",
            "to_preference_pairs", "write_rlhfv", "AlignmentScores", "RICHHF_FEATURES", "SUBSETS", "RichHFFormatError", "RichHFSet", "TIA2FormatError",
            "TIA2Record", "build_shapes_tia2", "check_prompt_set", "check_subset", "evaluate_tia2",
            "load_alignment_scores", "load_images", "load_prompt_set", "load_tia2", "per_prompt_alignment",
-           "generator_images", "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",
+           "generator_images", "read_richhf_splits", "read_richhf_tfrecord", "release_path", "rendered_images", "richhf_tokens", "sample_prompts",
            "world_prompt_set", "write_image_dir", "write_prompt_set", "write_richhf_tfrecord", "write_tia2",
            "ImageRewardDBFormatError", "ImageRewardGroup", "load_imagerewarddb", "ranking_inputs", "rankings_from_imagerewarddb",
            "write_imagerewarddb", "PickAPicFormatError", "PickAPicPair", "PickAPicSet", "load_pickapic",

@@ -93,6 +93,14 @@ class RichHFSet:
     labels: list[RichLabel]
     images: np.ndarray | None = None  # uint8 (N, H, W, 3) like FeedbackSet.images; None without images_dir
 
+    def tensors(self):
+        """The images as a float (N, 3, H, W) torch tensor in [0, 1], what the rich-feedback models take."""
+        import torch
+
+        if self.images is None:
+            raise ValueError("this RichHF set has no images: read it with images_dir (a folder of its image files)")
+        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 255
+
 
 def summarize_richhf(labels: Sequence[RichLabel]) -> dict[str, float]:
     """What a RichHF-18K split holds, for a table beside the paper's: items, the mean of each score (in [0, 1],
@@ -193,30 +201,60 @@ def _encode_map(heatmap: np.ndarray, what: str) -> bytes:
 
 def read_richhf_tfrecord(path: str | Path, prompts: Mapping[str, str] | str | Path | None = None,
                          images_dir: str | Path | None = None, image_size: Size | None = None,
-                         map_size: Size | None = None) -> RichHFSet:
+                         map_size: Size | None = None, limit: int | None = None) -> RichHFSet:
     """Read a RichHF-18K TFRecord into ``RichLabel``s, with prompts and (from ``images_dir``) images.
 
     ``prompts``: a mapping or a JSON file ``{filename | base name | uid: prompt}``. ``image_size`` and
     ``map_size`` (side or (H, W)) resize images and maps; with images, both must end up one size.
+    ``limit``: read only the first ``limit`` records (the rest of the file is not read).
     Schema, prompts, files and sizes are all checked before any map or image is decoded.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"RichHF TFRecord not found: {path}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int (records to read) or None (all), got {limit!r}")
     image_hw, map_hw = _hw(image_size, "image_size"), _hw(map_size, "map_size")
-    rows = _read_rows(path)
+    rows = _read_rows(path, limit)
     map_shapes = [_map_shape(row, path) for row in rows]
     texts = _prompts_and_tokens(rows, _load_prompts(prompts))
     image_paths = None
     if images_dir is not None:
         image_paths = _image_paths(rows, Path(images_dir))
         _check_sizes(rows, image_paths, image_hw, [map_hw or s for s in map_shapes])
+    from tqdm.auto import tqdm
+
+    quiet = len(rows) < 1000  # a progress bar only where decoding takes a while (a whole split: 16k records)
     labels = [RichLabel(row.filename, prompt, row.scores,
                         {kind: _decode_map(data, map_hw, f"{path}: {row.filename!r} {MAP_FEATURES[kind]}")
                          for kind, data in row.maps.items()}, tokens, row.keywords)
-              for row, (prompt, tokens) in zip(rows, texts)]
-    images = None if image_paths is None else np.stack([_load_image(p, image_hw) for p in image_paths])
+              for row, (prompt, tokens) in zip(tqdm(rows, desc=f"{path.name}: maps", disable=quiet), texts)]
+    images = None if image_paths is None else np.stack(
+        [_load_image(p, image_hw) for p in tqdm(image_paths, desc=f"{path.name}: images", disable=quiet)])
     return RichHFSet(labels, images)
+
+
+RICHHF_SPLITS = ("train", "dev", "test")
+
+
+def read_richhf_splits(folder: str | Path, prompts: Mapping[str, str] | str | Path | None = None,
+                       images_dir: str | Path | None = None, size: Size | None = None,
+                       limits: Mapping[str, int | None] | None = None) -> dict[str, RichHFSet]:
+    """The release's three splits, ``<folder>/{train,dev,test}.tfrecord``, read as ``read_richhf_tfrecord``
+    does, images and maps at one ``size`` (what a model trains on). ``limits``: {split: first n records}.
+    Every file is checked to exist before any is read."""
+    folder = Path(folder)
+    limits = dict(limits or {})
+    unknown = set(limits) - set(RICHHF_SPLITS)
+    if unknown:
+        raise ValueError(f"limits name unknown split(s) {sorted(unknown)}; accepted: {list(RICHHF_SPLITS)}")
+    missing = [f"{s}.tfrecord" for s in RICHHF_SPLITS if not (folder / f"{s}.tfrecord").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {missing}: the RichHF-18K release (google-research/richhf_18k) "
+                                "holds train.tfrecord, dev.tfrecord and test.tfrecord")
+    prompt_of = _load_prompts(prompts)
+    return {s: read_richhf_tfrecord(folder / f"{s}.tfrecord", prompt_of, images_dir, size, size, limits.get(s))
+            for s in RICHHF_SPLITS}
 
 
 def _hw(size: Size | None, name: str) -> tuple[int, int] | None:
@@ -228,7 +266,7 @@ def _hw(size: Size | None, name: str) -> tuple[int, int] | None:
     return hw
 
 
-def _read_rows(path: Path) -> list[_Row]:
+def _read_rows(path: Path, limit: int | None = None) -> list[_Row]:
     from google.protobuf.message import DecodeError
     from tfrecord import TFRecordWriter, example_pb2
     from tfrecord.reader import tfrecord_iterator
@@ -242,6 +280,8 @@ def _read_rows(path: Path) -> list[_Row]:
     rows = []
     try:
         for i, raw in enumerate(tfrecord_iterator(str(path))):
+            if limit is not None and i >= limit:
+                break
             try:
                 example = example_pb2.Example.FromString(bytes(raw))
             except DecodeError:

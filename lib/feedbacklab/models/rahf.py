@@ -550,6 +550,29 @@ def fit_rich_model(model: nn.Module, images: torch.Tensor, labels: Sequence, con
     return history
 
 
+def train_rahf(variant: str, images: torch.Tensor, labels: Sequence, config: RichTrainConfig,
+               val_images: torch.Tensor, val_labels: Sequence, clip: Any = "shapes-clip",
+               device: str | torch.device = "auto", **arch: Any) -> tuple[RAHF, list[dict[str, float]]]:
+    """RAHF's whole recipe on one rich-feedback set: a model of ``variant`` over the training prompts' vocabulary
+    with heatmaps at the labels' resolution, trained (``fit_rich_model``, validation loss per epoch), then its
+    keyword margin chosen on the validation items (``calibrate_keyword_margin``). Seeded by ``config.seed``.
+    The encoder keeps every word of the longest training prompt (real prompts run past the default 32).
+    Returns the model and its history. ``arch``: further ``RAHFConfig`` fields."""
+    if not labels or not val_labels:
+        raise RAHFError(f"train_rahf needs training and validation labels, got {len(labels)} and {len(val_labels)}")
+    side = {lab.heatmaps[MAP_KINDS[0]].shape for lab in labels}
+    if len(side) != 1 or len(next(iter(side))) != 2 or len(set(next(iter(side)))) != 1:
+        raise RAHFError(f"the label heatmaps must share one square size, got {sorted(side)[:4]}")
+    arch.setdefault("map_size", next(iter(side))[0])
+    task_words = max(len(words(t)) for t in TASK_PROMPTS.values()) + 1  # the augmented prompt's "<task> :" prefix
+    arch.setdefault("max_words", max(RAHFConfig.max_words, task_words + max(len(words(lab.prompt)) for lab in labels)))
+    torch.manual_seed(config.seed)
+    model = build_rahf(variant, [lab.prompt for lab in labels], clip=clip, device=device, **arch)
+    history = fit_rich_model(model, images, labels, config, val_images=val_images, val_labels=val_labels)
+    calibrate_keyword_margin(model, val_images, val_labels)
+    return model, history
+
+
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, feats: torch.Tensor, targets: dict[str, Any], config: RichTrainConfig,
                   batch_size: int = 128) -> dict[str, float]:

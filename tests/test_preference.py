@@ -8,7 +8,8 @@ from feedbacklab import world
 from feedbacklab.feedback.annotators import make_correction
 from feedbacklab.finetune.preference import (PreferenceConfig, PreferencePair, dense_logprob, dpo_loss,
                                              encode_responses, pairs_from_corrections, preference_finetune,
-                                             preference_loss, reference_logprobs, sequence_logprob, token_logprobs)
+                                             preference_loss, reference_logprobs, sequence_logprob, sft_examples,
+                                             token_logprobs)
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +341,41 @@ def test_load_captioner_reads_a_decoder_only_vlm_and_it_captions_and_trains(tmp_
     assert res.history and math.isfinite(res.history[-1]["loss"])
     with pytest.raises(ValueError, match="image placeholder"):
         LoadedVLM(tiny.model, tiny.tokenizer, processor, prompt="no placeholder")
+
+
+def test_sft_examples_train_sft_as_the_chosen_side_of_pairs(captioner):
+    """SFT on (image, response) examples is the SFT method on pairs with those chosen responses; DPO refuses them."""
+    pairs = _pairs(4)
+    examples = sft_examples(torch.stack([p.image for p in pairs]), [p.chosen for p in pairs], item_ids=["a", "b", "c", "d"])
+    assert [e.rejected for e in examples] == [None] * 4 and [e.item_id for e in examples] == ["a", "b", "c", "d"]
+    cfg = PreferenceConfig(method="sft", device="cpu")
+    on_examples, _ = preference_loss(captioner.model.eval(), captioner, examples, cfg)
+    on_pairs, _ = preference_loss(captioner.model, captioner, pairs, cfg)
+    assert float(on_examples) == pytest.approx(float(on_pairs), rel=1e-6)
+    train = PreferenceConfig(method="sft", steps=2, batch_size=4, log_every=1, device="cpu", seed=1)
+    a = preference_finetune(captioner, examples, train, progress=False)
+    b = preference_finetune(captioner, pairs, train, progress=False)
+    assert [r["loss"] for r in a.history] == pytest.approx([r["loss"] for r in b.history], rel=1e-6)
+    with pytest.raises(ValueError, match=r"4 of 4 examples have no rejected response .* method 'dpo' needs a pair"):
+        preference_finetune(captioner, examples, PreferenceConfig(method="dpo", device="cpu"), progress=False)
+    with pytest.raises(ValueError, match="one image per response, got 4 images and 3 responses"):
+        sft_examples(torch.stack([p.image for p in pairs]), ["x"] * 3)
+    with pytest.raises(ValueError, match="rejected_spans given without a rejected response"):
+        PreferencePair(pairs[0].image, "a caption", None, rejected_spans=((0, 1),))
+
+
+def test_sft_examples_train_a_decoder_only_vlm_on_its_response_only():
+    """The clean-caption SFT of notebook 50 on a decoder-only VLM: the loss is the response tokens' NLL
+    after the question, and steps lower it."""
+    from feedbacklab.finetune.preference import _scores
+
+    vlm, question = _tiny_llava()
+    pairs = _pairs(4)
+    examples = sft_examples(torch.stack([p.image for p in pairs]), [p.chosen for p in pairs], question=question)
+    cfg = PreferenceConfig(method="sft", steps=6, batch_size=4, log_every=1, learning_rate=1e-3, device="cpu")
+    loss, _ = preference_loss(vlm.model.eval(), vlm, examples, cfg)
+    lp, mask, _ = _scores(vlm.model, vlm, examples, "chosen", cfg)
+    assert mask.sum(1).tolist() == [len(vlm.tokenizer(p.chosen).input_ids) for p in pairs]  # words + EOS, no question
+    assert float(loss) == pytest.approx(-float(lp.sum() / mask.sum()), rel=1e-6)
+    res = preference_finetune(vlm, examples, cfg, progress=False)
+    assert res.history[-1]["loss"] < res.history[0]["loss"]

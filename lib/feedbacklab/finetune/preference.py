@@ -99,21 +99,33 @@ class PreferencePair:
 
     image: torch.Tensor                        # (3, H, W) in [0, 1]
     chosen: str
-    rejected: str
+    rejected: str | None                       # None: an SFT example (``sft_examples``), trained by method "sft" only
     chosen_spans: tuple[tuple[int, int], ...] = ()
     rejected_spans: tuple[tuple[int, int], ...] = ()
     question: str = ""                         # the instruction, for VLMs that take one
     item_id: str = ""
 
     def __post_init__(self) -> None:
+        if self.rejected is None and self.rejected_spans:
+            raise ValueError(f"pair {self.item_id or '?'}: rejected_spans given without a rejected response")
         if self.chosen == self.rejected:
             raise ValueError(f"pair {self.item_id or '?'}: chosen and rejected responses are identical "
                              f"({self.chosen!r}); a preference pair needs two different responses")
-        for name, text in (("chosen_spans", self.chosen), ("rejected_spans", self.rejected)):
+        for name, text in (("chosen_spans", self.chosen), ("rejected_spans", self.rejected or "")):
             for s, e in getattr(self, name):
                 if not 0 <= s <= e <= len(text):
                     raise ValueError(f"pair {self.item_id or '?'}: {name} span ({s}, {e}) is outside the "
                                      f"response of {len(text)} characters")
+
+
+def sft_examples(images: torch.Tensor | Sequence[torch.Tensor], responses: Sequence[str], question: str = "",
+                 item_ids: Sequence[str] | None = None) -> list[PreferencePair]:
+    """Supervised examples (image, response) for ``method="sft"``: e.g. RLHF-V's clean-caption remedy, SFT on the
+    true captions of uncropped images. Any captioner or VLM ``preference_finetune`` takes trains on them."""
+    if len(images) != len(responses):
+        raise ValueError(f"need one image per response, got {len(images)} images and {len(responses)} responses")
+    ids = list(item_ids) if item_ids is not None else [f"sft-{i}" for i in range(len(responses))]
+    return [PreferencePair(img, r, None, question=question, item_id=i) for img, r, i in zip(images, responses, ids)]
 
 
 def pairs_from_corrections(corrections: Sequence[Any], images: torch.Tensor | Sequence[torch.Tensor],
@@ -366,6 +378,10 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
     bad = [p for p in pairs if not isinstance(p, PreferencePair)]
     if bad:
         raise TypeError(f"pairs must be PreferencePair (see pairs_from_corrections), got {type(bad[0]).__name__}")
+    unpaired = sum(p.rejected is None for p in pairs)
+    if unpaired and config.method != "sft":
+        raise ValueError(f"{unpaired} of {len(pairs)} examples have no rejected response (sft_examples): method "
+                         f"{config.method!r} needs a pair; they train only method='sft'")
     distributed.check_divisible(batch_size=config.batch_size)
     t0 = time.time()
     random.seed(config.seed)
@@ -376,7 +392,7 @@ def preference_finetune(captioner: Any, pairs: Sequence[PreferencePair], config:
     policy.model = copy.deepcopy(captioner.model).to(device)
     # fail on over-long responses before any training: encode every response once
     is_ed = bool(getattr(policy.model.config, "is_encoder_decoder", False))
-    for side in ("chosen", "rejected"):
+    for side in ("chosen",) if config.method == "sft" else ("chosen", "rejected"):
         encode_responses(policy.tokenizer, [getattr(p, side) for p in pairs], [getattr(p, f"{side}_spans") for p in pairs],
                          is_encoder_decoder=is_ed, questions=[p.question for p in pairs])
     ref = reference_logprobs(policy, pairs, config) if config.method != "sft" else None
